@@ -1,0 +1,40 @@
+"""The archive's shared parts, built once from Settings and handed to every edge (DIMSE, HTTP, CLI, jobs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imaging.config import Settings
+from imaging.index.db import Database
+from imaging.ingest import Ingestor
+from imaging.storage.filesystem import FilesystemStore
+
+
+@dataclass
+class Archive:
+    settings: Settings
+    db: Database
+    store: FilesystemStore
+    ingestor: Ingestor
+    # Series currently receiving on an open association: not stable yet, whatever the clock says.
+    receiving: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Archive:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.db_url)
+        db.migrate()
+        store = FilesystemStore(settings.objects_dir, min_free_bytes=settings.min_free_bytes)
+        store.sweep_temporary()
+        return cls(settings, db, store, Ingestor(db, store, policy=settings.overwrite_policy))
+
+    def object_path(self, key: str) -> Path:
+        return self.store.path_for(key)
+
+    def receiving_series(self) -> set[tuple[str, str]]:
+        """(partition, SeriesInstanceUID) of every series an open association is sending."""
+        return set().union(*self.receiving.values()) if self.receiving else set()
+
+    def close(self) -> None:
+        self.db.dispose()

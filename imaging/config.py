@@ -1,0 +1,111 @@
+"""Settings: one class, read from environment variables (IMAGING_*), an optional TOML file and CLI flags.
+
+Insecure defaults (open HTTP, any calling AE) are refused unless `dev_mode` is on.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OverwritePolicy(StrEnum):
+    """What to do when a different object arrives under a SOP Instance UID already stored."""
+
+    REJECT = "reject"
+    OVERWRITE = "overwrite"
+
+
+class EmptyQidoStatus(StrEnum):
+    """PS3.18 says 204 for an empty QIDO result; CP-2473 moves to 200 with []."""
+
+    NO_CONTENT = "204"
+    EMPTY_ARRAY = "200"
+
+
+class RemoteAE(BaseSettings):
+    """A DICOM node the archive may send to (C-MOVE destination, peer)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    ae_title: str
+    host: str
+    port: int
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGING_", extra="ignore", env_nested_delimiter="__")
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""  # empty: SQLite in data_dir
+    ae_title: str = "IMAGING"
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    http_host: str = "0.0.0.0"
+    http_port: int = 8042
+    # Calling AE titles allowed to associate; empty means any (allowed only in dev mode).
+    allowed_calling_aets: list[str] = Field(default_factory=list)
+    # C-MOVE / C-GET destinations: AE title -> address.
+    remote_aes: list[RemoteAE] = Field(default_factory=list)
+    max_associations: int = 32
+    # Storage SOP classes beyond those pynetdicom knows (private classes), accepted in any transfer syntax.
+    extra_sop_classes: list[str] = Field(default_factory=list)
+    network_timeout: float = 60.0
+    overwrite_policy: OverwritePolicy = OverwritePolicy.REJECT
+    # Quiet period before a series counts as stable.
+    stability_seconds: float = 60.0
+    # Free space below which C-STORE answers 0xA700 instead of writing.
+    min_free_bytes: int = 64 * 1024 * 1024
+    max_upload_bytes: int = 4 * 1024**3
+    qido_max_results: int = 1000
+    empty_qido_status: EmptyQidoStatus = EmptyQidoStatus.EMPTY_ARRAY
+    cors_origins: list[str] = Field(default_factory=list)
+    public_url: str = ""  # base for RetrieveURL behind a proxy; empty: from the request
+    dev_mode: bool = False  # opens HTTP without tokens and DIMSE to any AE; never in production
+    log_phi: bool = False  # PHI never reaches logs unless explicitly allowed for debugging
+    workers: bool = True  # run background jobs (stability, triage, ...) in the server process
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae(cls, v: str) -> str:
+        v = v.strip()
+        if not 0 < len(v) <= 16 or "\\" in v:
+            raise ValueError("AE title must be 1-16 characters without backslash")
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_insecure(self) -> Settings:
+        if not self.dev_mode and self.log_phi:
+            raise ValueError("log_phi is only allowed with dev_mode")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    def remote_ae(self, ae_title: str) -> RemoteAE | None:
+        return next((r for r in self.remote_aes if r.ae_title == ae_title.strip()), None)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (lowest first) defaults, a TOML file, the environment, explicit overrides."""
+    file_values: dict[str, Any] = {}
+    path = config_file or (Path(os.environ["IMAGING_CONFIG"]) if os.environ.get("IMAGING_CONFIG") else None)
+    if path is not None:
+        with path.open("rb") as f:
+            file_values = tomllib.load(f)
+    env_set = {k for k in Settings.model_fields if f"IMAGING_{k.upper()}" in os.environ}
+    base = Settings()  # defaults + environment
+    values = {**file_values, **{k: getattr(base, k) for k in env_set}}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values) if values else base

@@ -1,0 +1,1 @@
+"""DICOM gateway over DIMSE (pynetdicom): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET."""

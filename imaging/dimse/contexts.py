@@ -1,0 +1,51 @@
+"""Presentation contexts: every storage SOP class in every transfer syntax pydicom knows, stored as sent."""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+)
+from pynetdicom import StoragePresentationContexts, build_context
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+ALL_TRANSFER_SYNTAXES: list[str] = [str(ts) for ts in AllTransferSyntaxes]
+STORAGE_SOP_CLASSES: set[str] = {str(cx.abstract_syntax) for cx in StoragePresentationContexts}
+FIND_MODELS = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
+MOVE_MODELS = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
+GET_MODELS = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
+
+
+def is_storage_sop_class(uid: str) -> bool:
+    return uid in STORAGE_SOP_CLASSES
+
+
+def scp_contexts(extra_sop_classes: list[str] | None = None) -> list[PresentationContext]:
+    contexts = [build_context(Verification)]
+    for sop_class in sorted(STORAGE_SOP_CLASSES | set(extra_sop_classes or [])):
+        contexts.append(build_context(sop_class, ALL_TRANSFER_SYNTAXES))
+    for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
+        contexts.append(build_context(model))
+    return contexts
+
+
+def scu_contexts(pairs: set[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts for sending stored instances: each stored syntax, plus Explicit VR LE as a fallback."""
+    by_class: dict[str, set[str]] = {}
+    for sop_class, syntax in pairs:
+        by_class.setdefault(sop_class, set()).add(syntax)
+    contexts = []
+    for sop_class, syntaxes in sorted(by_class.items()):
+        for syntax in sorted(syntaxes):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, [UID("1.2.840.10008.1.2.1"), UID("1.2.840.10008.1.2")]))
+    return contexts[:128]

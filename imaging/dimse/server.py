@@ -1,0 +1,68 @@
+"""The DICOM gateway: one pynetdicom AE serving C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from imaging.archive import Archive
+from imaging.dimse.contexts import scp_contexts
+from imaging.dimse.find_scp import handle_find
+from imaging.dimse.retrieve_scp import handle_get, handle_move
+from imaging.dimse.store_scp import handle_released, handle_store
+
+log = logging.getLogger(__name__)
+# pynetdicom's debug output would print identifiers (PHI): keep it quiet.
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _echo(event: evt.Event) -> int:
+    return 0x0000
+
+
+class Gateway:
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        settings = archive.settings
+        ae = AE(ae_title=settings.ae_title)
+        ae.supported_contexts = scp_contexts(settings.extra_sop_classes)
+        ae.maximum_associations = settings.max_associations
+        ae.network_timeout = settings.network_timeout
+        ae.acse_timeout = settings.network_timeout
+        ae.dimse_timeout = settings.network_timeout
+        ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs from the peer
+        ae.require_called_aet = True
+        if settings.allowed_calling_aets:
+            ae.require_calling_aet = list(settings.allowed_calling_aets)
+        else:
+            log.warning("DIMSE accepts any calling AE title: set allowed_calling_aets to restrict")
+        self.ae = ae
+        self.server: ThreadedAssociationServer | None = None
+
+    def handlers(self) -> list[Any]:
+        a = [self.archive]
+        return [
+            (evt.EVT_C_ECHO, _echo),
+            (evt.EVT_C_STORE, handle_store, a),
+            (evt.EVT_C_FIND, handle_find, a),
+            (evt.EVT_C_MOVE, handle_move, a),
+            (evt.EVT_C_GET, handle_get, a),
+            (evt.EVT_RELEASED, handle_released, a),
+            (evt.EVT_ABORTED, handle_released, a),
+            (evt.EVT_CONN_CLOSE, handle_released, a),
+        ]
+
+    def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Start listening in background threads; returns the bound port (useful with port 0)."""
+        settings = self.archive.settings
+        address = (host or settings.dicom_host, settings.dicom_port if port is None else port)
+        self.server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

@@ -1,0 +1,43 @@
+"""C-STORE SCP: the received bytes, exactly as sent, go through the single ingest path."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pynetdicom import evt
+
+from imaging.archive import Archive
+from imaging.dimse.contexts import is_storage_sop_class
+from imaging.errors import ArchiveError, SOPClassNotSupported
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+WARNING_COERCION = 0xB000
+
+
+def handle_store(event: evt.Event, archive: Archive) -> int | Any:
+    request = event.request
+    sop_class = str(request.AffectedSOPClassUID)
+    try:
+        if not is_storage_sop_class(sop_class) and sop_class not in archive.settings.extra_sop_classes:
+            raise SOPClassNotSupported("SOP class not supported")
+        data = event.encoded_dataset(include_meta=True)
+        result = archive.ingestor.ingest(
+            data,
+            source=str(event.assoc.requestor.ae_title),
+            expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
+        )
+    except ArchiveError as exc:
+        log.warning("C-STORE refused: 0x%04X %s", exc.dimse_status, exc)
+        return exc.dimse_status
+    except Exception:
+        log.exception("C-STORE failed")
+        return 0xC001
+    archive.receiving.setdefault(id(event.assoc), set()).add((result.partition, result.series_instance_uid))
+    return WARNING_COERCION if result.warnings else SUCCESS
+
+
+def handle_released(event: evt.Event, archive: Archive) -> None:
+    archive.receiving.pop(id(event.assoc), None)

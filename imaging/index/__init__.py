@@ -1,0 +1,1 @@
+"""The index: SQLAlchemy schema, attribute extraction, matching, change log, metadata cache."""

@@ -1,0 +1,142 @@
+"""Parse received bytes once: the attributes the index keeps, the metadata cache entry, pixel offsets."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from imaging.errors import CannotUnderstand, DataSetMismatch
+from imaging.index.attributes import INSTANCE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS
+
+PIXEL_DATA = 0x7FE00010
+# Values above this size are not put in the metadata cache but referenced by BulkDataURI.
+BULK_THRESHOLD = 1024
+# Placeholder written into cached JSON; replaced by the instance's URL when served.
+BULK_PREFIX = "\u0000bulk/"
+UID_CHARS = set("0123456789.")
+
+
+@dataclass
+class ParsedInstance:
+    dataset: Dataset  # without deferred bulk values
+    transfer_syntax: str
+    attributes: dict[str, Any]  # keyword -> index value, all levels
+    metadata_json: bytes  # zlib-compressed DICOM JSON object
+    pixel_offset: int | None = None
+    pixel_length: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.attributes["SOPInstanceUID"])
+
+
+def valid_uid(value: object) -> bool:
+    s = str(value)
+    return 0 < len(s) <= 64 and set(s) <= UID_CHARS and not s.startswith(".") and ".." not in s
+
+
+def index_value(ds: Dataset, keyword: str) -> Any:
+    """The value an index column holds: strings joined with backslash, integers for IS/US."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None if keyword in _INTEGER_KEYS else ""
+    if keyword in _INTEGER_KEYS:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, MultiValue | list):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+_INTEGER_KEYS = {"SeriesNumber", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames"}
+_MAX_LEN = {"PatientBirthDate": 8, "StudyDate": 8, "SeriesDate": 8, "ContentDate": 8}
+
+
+def parse(data: bytes) -> ParsedInstance:
+    """Parse a Part 10 stream (with file meta). Raises CannotUnderstand / DataSetMismatch."""
+    try:
+        deflated = b"1.2.840.10008.1.2.1.99" in data[:1024]
+        ds = dcmread(BytesIO(data), defer_size=None if deflated else BULK_THRESHOLD, force=False)
+        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+        attributes: dict[str, Any] = {}
+        for keyword in PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS:
+            attributes[keyword] = index_value(ds, keyword)
+    except (
+        InvalidDicomError,
+        AttributeError,
+        KeyError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        EOFError,
+    ) as exc:
+        raise CannotUnderstand(f"data set cannot be parsed: {type(exc).__name__}") from None
+    except Exception as exc:  # pydicom raises assorted errors on hostile input
+        raise CannotUnderstand(f"data set cannot be parsed: {type(exc).__name__}") from None
+
+    for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not valid_uid(attributes[keyword]):
+            raise DataSetMismatch(f"missing or invalid {keyword}")
+    warnings = []
+    if not attributes["PatientID"]:
+        warnings.append("PatientID empty")
+    for keyword, limit in _MAX_LEN.items():
+        if len(attributes[keyword]) > limit:
+            attributes[keyword] = ""
+            warnings.append(f"{keyword} not a valid date; not indexed")
+
+    # Bulk values (deferred, not read) become BulkDataURIs in the metadata cache.
+    bulk: dict[int, str] = {}
+    pixel_offset = pixel_length = None
+    for tag in list(ds._dict):
+        raw = ds._dict[tag]
+        if isinstance(raw, RawDataElement) and (raw.value is None or tag == PIXEL_DATA):
+            bulk[tag] = raw.VR or "OB"
+            if tag == PIXEL_DATA and transfer_syntax != DeflatedExplicitVRLittleEndian:
+                pixel_offset = raw.value_tell
+                pixel_length = None if raw.length == 0xFFFFFFFF else raw.length
+            del ds[tag]
+    if PIXEL_DATA not in bulk and PIXEL_DATA in ds:
+        bulk[PIXEL_DATA] = ds[PIXEL_DATA].VR
+        del ds[PIXEL_DATA]
+    if pixel_offset is not None and pixel_length is None:
+        pixel_length = len(data) - pixel_offset  # encapsulated: items up to the sequence delimiter
+
+    try:
+        body = ds.to_json_dict(BULK_THRESHOLD, _bulk_uri, suppress_invalid_tags=True)
+    except Exception as exc:
+        raise CannotUnderstand(f"data set cannot be converted: {type(exc).__name__}") from None
+    for tag, vr in bulk.items():
+        body[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{BULK_PREFIX}{tag:08X}"}
+    text = json.dumps(dict(sorted(body.items())), separators=(",", ":"), ensure_ascii=False)
+    return ParsedInstance(
+        dataset=ds,
+        transfer_syntax=transfer_syntax,
+        attributes=attributes,
+        metadata_json=zlib.compress(text.encode(), 1),
+        pixel_offset=pixel_offset,
+        pixel_length=pixel_length,
+        warnings=warnings,
+    )
+
+
+def _bulk_uri(elem: Any) -> str:
+    return f"{BULK_PREFIX}{int(elem.tag):08X}"
+
+
+def metadata_dict(compressed: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(zlib.decompress(compressed))
+    return result

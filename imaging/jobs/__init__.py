@@ -1,0 +1,1 @@
+"""Work after ingest, driven by durable state in the index: stability, change-log consumers, jobs."""

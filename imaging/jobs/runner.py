@@ -1,0 +1,156 @@
+"""In-process job runner (the embedded default): a thread that turns change-log events into durable jobs
+and runs them with retries. Restart-safe: cursors and job states live in the index; jobs left `running`
+by a crash go back to `pending` on start. Each job is idempotent by (kind, key)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from imaging.archive import Archive
+from imaging.index.schema import ChangeLog, ConsumerCursor, Job, utcnow
+from imaging.jobs.stability import mark_stable
+
+log = logging.getLogger(__name__)
+
+
+class Consumer(Protocol):
+    """Reads change-log events and enqueues jobs for them."""
+
+    name: str
+
+    def __call__(self, session: Session, change: ChangeLog) -> list[tuple[str, str, dict[str, Any]]]:
+        """Jobs to enqueue: (kind, idempotency key, payload)."""
+        ...
+
+
+JobFunction = Callable[[Archive, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class JobKind:
+    function: JobFunction
+    max_attempts: int = 8
+    base_delay: float = 2.0  # seconds; doubles per attempt, with jitter
+
+
+def enqueue(session: Session, kind: str, key: str, payload: dict[str, Any]) -> bool:
+    """Insert a job unless one with the same (kind, key) exists; a finished one is re-armed."""
+    existing = session.scalars(select(Job).where(Job.kind == kind, Job.key == key)).one_or_none()
+    if existing is None:
+        try:
+            with session.begin_nested():
+                session.add(Job(kind=kind, key=key, payload=payload))
+        except IntegrityError:
+            return False
+        return True
+    if existing.status in ("done", "failed") and existing.payload != payload:
+        existing.status, existing.attempts, existing.payload = "pending", 0, payload
+        existing.next_attempt_at = utcnow()
+        return True
+    return False
+
+
+class JobRunner:
+    def __init__(self, archive: Archive, *, interval: float = 0.5) -> None:
+        self.archive = archive
+        self.interval = interval
+        self.consumers: list[Consumer] = []
+        self.kinds: dict[str, JobKind] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, consumer: Consumer | None = None, **kinds: JobKind) -> None:
+        if consumer is not None:
+            self.consumers.append(consumer)
+        self.kinds.update(kinds)
+
+    def recover(self) -> None:
+        with self.archive.db.write() as session:
+            session.execute(update(Job).where(Job.status == "running").values(status="pending"))
+
+    def tick(self) -> int:
+        """One round: stability, consumers, then every due job. Returns how many jobs ran."""
+        db = self.archive.db
+        with db.write() as session:
+            mark_stable(session, self.archive.settings.stability_seconds, self.archive.receiving_series())
+        for consumer in self.consumers:
+            db.transaction(lambda s, c=consumer: self._consume(s, c))  # type: ignore[misc]
+        ran = 0
+        while (job := self._claim()) is not None:
+            self._run(job)
+            ran += 1
+        return ran
+
+    def _consume(self, session: Session, consumer: Consumer) -> None:
+        cursor = session.get(ConsumerCursor, consumer.name)
+        if cursor is None:
+            cursor = ConsumerCursor(consumer=consumer.name, seq=0)
+            session.add(cursor)
+        changes = session.scalars(
+            select(ChangeLog).where(ChangeLog.seq > cursor.seq).order_by(ChangeLog.seq).limit(1000)
+        ).all()
+        for change in changes:
+            for kind, key, payload in consumer(session, change):
+                enqueue(session, kind, key, payload)
+            cursor.seq = change.seq
+
+    def _claim(self) -> Job | None:
+        with self.archive.db.write() as session:
+            job = session.scalars(
+                select(Job)
+                .where(
+                    Job.status == "pending", Job.next_attempt_at <= utcnow(), Job.kind.in_(list(self.kinds))
+                )
+                .order_by(Job.next_attempt_at, Job.job_pk)
+                .limit(1)
+            ).first()
+            if job is None:
+                return None
+            job.status, job.attempts, job.updated_at = "running", job.attempts + 1, utcnow()
+            return job
+
+    def _run(self, job: Job) -> None:
+        kind = self.kinds[job.kind]
+        try:
+            result = kind.function(self.archive, dict(job.payload))
+            status, error = "done", ""
+        except Exception as exc:
+            log.warning(
+                "job %s #%d failed (attempt %d): %s", job.kind, job.job_pk, job.attempts, type(exc).__name__
+            )
+            result, error = {}, f"{type(exc).__name__}: {exc}"[:2000]
+            status = "failed" if job.attempts >= kind.max_attempts else "pending"
+        delay = kind.base_delay * 2 ** (job.attempts - 1) * (0.5 + random.random())
+        with self.archive.db.write() as session:
+            row = session.get(Job, job.job_pk)
+            if row is None:
+                return
+            row.status, row.result, row.last_error, row.updated_at = status, result, error, utcnow()
+            row.next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
+
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="imaging-jobs", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("job runner round failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

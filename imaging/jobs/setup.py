@@ -1,0 +1,11 @@
+"""Which consumers and job kinds the embedded runner has: each feature package registers its own."""
+
+from __future__ import annotations
+
+from imaging.archive import Archive
+from imaging.jobs.runner import JobRunner
+
+
+def build_runner(archive: Archive) -> JobRunner:
+    runner = JobRunner(archive)
+    return runner

@@ -1,0 +1,58 @@
+"""Series stability: no new instance for a quiet period and no open association sending it.
+A study is stable when all of its series are. Both become durable change-log events."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from imaging.events import ChangeKind
+from imaging.index.schema import ChangeLog, Series, Study, utcnow
+
+
+def mark_stable(
+    session: Session, quiet_seconds: float, receiving: set[tuple[str, str]], now: dt.datetime | None = None
+) -> int:
+    """Mark quiet series (and then complete studies) stable; returns how many series changed."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=quiet_seconds)
+    rows = session.execute(
+        select(Series, Study)
+        .join(Study, Study.study_pk == Series.study_pk)
+        .where(Series.stable.is_(False), Series.last_received_at <= cutoff)
+        .limit(500)
+    ).all()
+    studies: dict[int, Study] = {}
+    changed = 0
+    for series, study in rows:
+        if (study.partition, series.SeriesInstanceUID) in receiving:
+            continue
+        series.stable = True
+        changed += 1
+        studies[study.study_pk] = study
+        session.add(
+            ChangeLog(
+                kind=ChangeKind.SERIES_STABLE,
+                partition=study.partition,
+                StudyInstanceUID=study.StudyInstanceUID,
+                SeriesInstanceUID=series.SeriesInstanceUID,
+            )
+        )
+    session.flush()
+    for study in studies.values():
+        unstable = session.scalar(
+            select(Series.series_pk)
+            .where(Series.study_pk == study.study_pk, Series.stable.is_(False))
+            .limit(1)
+        )
+        if unstable is None and not study.stable:
+            study.stable = True
+            session.add(
+                ChangeLog(
+                    kind=ChangeKind.STUDY_STABLE,
+                    partition=study.partition,
+                    StudyInstanceUID=study.StudyInstanceUID,
+                )
+            )
+    return changed

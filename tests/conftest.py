@@ -1,0 +1,37 @@
+"""Shared fixtures. External programs: a test that needs one is marked; in CI (CI=true) a missing
+program fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_program(path: str) -> str:
+    """Return `path` if executable; skip locally, fail in CI."""
+    found = shutil.which(path)
+    if found is None:
+        message = f"required program {path} is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
