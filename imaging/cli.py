@@ -217,6 +217,10 @@ def token_create(
 
 def _mount_optional() -> None:
     """Sub-apps of the feature packages, mounted when present."""
+    from imaging.research_cli import cohort_app, project_app
+
+    app.add_typer(project_app, name="project")
+    app.add_typer(cohort_app, name="cohort")
     try:
         from imaging.deid.cli import deid
 

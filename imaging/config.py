@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     dev_mode: bool = False  # opens HTTP without tokens and DIMSE to any AE; never in production
     log_phi: bool = False  # PHI never reaches logs unless explicitly allowed for debugging
     workers: bool = True  # run background jobs (stability, triage, ...) in the server process
+    # AI triage: a MONAI bundle directory installed by an administrator, pinned by SHA-256.
+    triage_enabled: bool = True
+    triage_bundle: Path | None = None  # default: the reference bundle shipped in triage/bundles
+    triage_bundle_sha256: str = ""  # empty: accept the bundle's own manifest (reference bundle only)
+    triage_device: str = ""  # "", "cpu", "cuda", "cuda:1"
+    # Project keys and the re-identification table live here, apart from the data (GDPR Art. 4(5)).
+    keys_dir: Path | None = None  # default: <data_dir>/../<data_dir name>-keys
+    # Called AE titles bound to research projects: what arrives there is de-identified on receive and
+    # no identified copy is kept.
+    project_ae_titles: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("ae_title")
     @classmethod
@@ -88,6 +98,13 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def keys_path(self) -> Path:
+        if self.keys_dir is not None:
+            return self.keys_dir
+        data = self.data_dir.resolve()
+        return data.parent / f"{data.name}-keys"
 
     @property
     def objects_dir(self) -> Path:

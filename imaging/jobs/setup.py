@@ -8,4 +8,7 @@ from imaging.jobs.runner import JobRunner
 
 def build_runner(archive: Archive) -> JobRunner:
     runner = JobRunner(archive)
+    from triage.worker import register as register_triage
+
+    register_triage(runner, archive)
     return runner

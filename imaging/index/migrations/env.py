@@ -2,7 +2,10 @@
 
 from alembic import context
 
+from imaging.index.models import load_all
 from imaging.index.schema import Base
+
+load_all()
 
 config = context.config
 engine = config.attributes.get("engine")

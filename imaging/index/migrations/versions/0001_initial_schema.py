@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 16:37:37.894084
+Create Date: 2026-11-23 16:47:00.500732
 """
 
 from alembic import op
@@ -29,6 +29,25 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('token_pk'),
     sa.UniqueConstraint('token_hash')
     )
+    op.create_table('audit_record',
+    sa.Column('audit_pk', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=16), nullable=False),
+    sa.Column('action', sa.String(length=1), nullable=False),
+    sa.Column('outcome', sa.String(length=2), nullable=False),
+    sa.Column('user', sa.String(length=128), nullable=False),
+    sa.Column('source', sa.String(length=128), nullable=False),
+    sa.Column('partition', sa.String(length=64), nullable=False),
+    sa.Column('StudyInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('patient_ref', sa.String(length=128), nullable=False),
+    sa.Column('detail', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('audit_pk')
+    )
+    with op.batch_alter_table('audit_record', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_audit_record_StudyInstanceUID'), ['StudyInstanceUID'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_record_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_record_event_id'), ['event_id'], unique=False)
+
     op.create_table('change_log',
     sa.Column('seq', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
@@ -40,11 +59,41 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('seq')
     )
+    op.create_table('cohort',
+    sa.Column('cohort_pk', sa.Integer(), nullable=False),
+    sa.Column('project', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('filters', sa.JSON(), nullable=False),
+    sa.Column('min_priority', sa.String(length=8), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('cohort_pk'),
+    sa.UniqueConstraint('project', 'name', name='uq_cohort')
+    )
+    op.create_table('consent_opt_out',
+    sa.Column('optout_pk', sa.Integer(), nullable=False),
+    sa.Column('PatientID', sa.String(length=64), nullable=False),
+    sa.Column('IssuerOfPatientID', sa.String(length=64), nullable=False),
+    sa.Column('source', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('optout_pk'),
+    sa.UniqueConstraint('PatientID', 'IssuerOfPatientID', name='uq_consent_patient')
+    )
     op.create_table('consumer_cursor',
     sa.Column('consumer', sa.String(length=64), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('consumer')
     )
+    op.create_table('deid_quarantine',
+    sa.Column('quarantine_pk', sa.Integer(), nullable=False),
+    sa.Column('project', sa.String(length=64), nullable=False),
+    sa.Column('object_key', sa.String(length=160), nullable=False),
+    sa.Column('reasons', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('quarantine_pk')
+    )
+    with op.batch_alter_table('deid_quarantine', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_deid_quarantine_project'), ['project'], unique=False)
+
     op.create_table('job',
     sa.Column('job_pk', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
@@ -77,16 +126,46 @@ def upgrade() -> None:
     with op.batch_alter_table('patient', schema=None) as batch_op:
         batch_op.create_index('ix_patient_name', ['PatientName'], unique=False)
 
+    op.create_table('project',
+    sa.Column('project_pk', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('description', sa.String(length=256), nullable=False),
+    sa.Column('options', sa.JSON(), nullable=False),
+    sa.Column('keep_reidentification', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('project_pk'),
+    sa.UniqueConstraint('name')
+    )
     op.create_table('storage_event',
     sa.Column('event_pk', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('SOPInstanceUID', sa.String(length=64), nullable=False),
-    sa.Column('old_key', sa.String(length=64), nullable=False),
-    sa.Column('new_key', sa.String(length=64), nullable=False),
+    sa.Column('old_key', sa.String(length=160), nullable=False),
+    sa.Column('new_key', sa.String(length=160), nullable=False),
     sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('event_pk')
     )
+    op.create_table('triage_outcome',
+    sa.Column('outcome_pk', sa.Integer(), nullable=False),
+    sa.Column('partition', sa.String(length=64), nullable=False),
+    sa.Column('StudyInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('SeriesInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('bundle_version', sa.String(length=128), nullable=False),
+    sa.Column('selected', sa.Boolean(), nullable=False),
+    sa.Column('priority', sa.String(length=8), nullable=False),
+    sa.Column('findings', sa.JSON(), nullable=False),
+    sa.Column('timings', sa.JSON(), nullable=False),
+    sa.Column('sr_sop_instance_uid', sa.String(length=64), nullable=False),
+    sa.Column('seg_sop_instance_uid', sa.String(length=64), nullable=False),
+    sa.Column('latency_seconds', sa.Float(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('outcome_pk'),
+    sa.UniqueConstraint('partition', 'SeriesInstanceUID', 'bundle_version', name='uq_triage')
+    )
+    with op.batch_alter_table('triage_outcome', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_triage_outcome_StudyInstanceUID'), ['StudyInstanceUID'], unique=False)
+
     op.create_table('study',
     sa.Column('study_pk', sa.Integer(), nullable=False),
     sa.Column('patient_pk', sa.Integer(), nullable=False),
@@ -151,7 +230,7 @@ def upgrade() -> None:
     sa.Column('BitsAllocated', sa.Integer(), nullable=True),
     sa.Column('NumberOfFrames', sa.Integer(), nullable=True),
     sa.Column('TransferSyntaxUID', sa.String(length=64), nullable=False),
-    sa.Column('object_key', sa.String(length=64), nullable=False),
+    sa.Column('object_key', sa.String(length=160), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('metadata_json', sa.LargeBinary(), nullable=False),
     sa.Column('pixel_offset', sa.BigInteger(), nullable=True),
@@ -189,7 +268,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_study_accession')
 
     op.drop_table('study')
+    with op.batch_alter_table('triage_outcome', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_triage_outcome_StudyInstanceUID'))
+
+    op.drop_table('triage_outcome')
     op.drop_table('storage_event')
+    op.drop_table('project')
     with op.batch_alter_table('patient', schema=None) as batch_op:
         batch_op.drop_index('ix_patient_name')
 
@@ -198,7 +282,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_status'))
 
     op.drop_table('job')
+    with op.batch_alter_table('deid_quarantine', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_deid_quarantine_project'))
+
+    op.drop_table('deid_quarantine')
     op.drop_table('consumer_cursor')
+    op.drop_table('consent_opt_out')
+    op.drop_table('cohort')
     op.drop_table('change_log')
+    with op.batch_alter_table('audit_record', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_audit_record_event_id'))
+        batch_op.drop_index(batch_op.f('ix_audit_record_created_at'))
+        batch_op.drop_index(batch_op.f('ix_audit_record_StudyInstanceUID'))
+
+    op.drop_table('audit_record')
     op.drop_table('api_token')
     # ### end Alembic commands ###

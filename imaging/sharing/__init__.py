@@ -1,0 +1,1 @@
+"""Cross-site sharing: peers, policies, consent, durable outbox and delivery, share links."""

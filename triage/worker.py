@@ -1,0 +1,166 @@
+"""Triage inside the archive: a durable job per stable series (idempotent per series × bundle version)
+that runs the pipeline, files SR and SEG into the source study through the single ingest path, records
+the outcome and raises the study's priority. Failures are retried by the job runner, never dropped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from imaging.archive import Archive
+from imaging.events import ChangeKind
+from imaging.index.schema import CLINICAL, ChangeLog, Instance, Series, Study
+from imaging.jobs.runner import JobKind, JobRunner
+from triage.records import PRIORITY_RANK, TriageOutcome
+
+log = logging.getLogger(__name__)
+
+REFERENCE_BUNDLE = Path(__file__).parent / "bundles" / "lung_nodule_reference"
+JOB_KIND = "triage"
+# Our own output and objects without pixels are never triaged.
+SKIPPED_MODALITIES = {"SR", "SEG", "PR", "KO", "DOC", "RTSTRUCT"}
+
+_pipelines: dict[tuple[str, str, str], Any] = {}
+_lock = threading.Lock()
+
+
+def pipeline_for(archive: Archive) -> Any:
+    """The configured pipeline, loaded once per process (bundle verified by checksum on load)."""
+    from triage.pipeline import TriagePipeline
+
+    s = archive.settings
+    bundle = s.triage_bundle or REFERENCE_BUNDLE
+    key = (str(bundle), s.triage_bundle_sha256, s.triage_device)
+    with _lock:
+        if key not in _pipelines:
+            _pipelines[key] = TriagePipeline.from_bundle(
+                bundle, expected_sha256=s.triage_bundle_sha256 or None, device=s.triage_device or None
+            )
+        return _pipelines[key]
+
+
+class TriageConsumer:
+    name = "triage"
+
+    def __init__(self, bundle_version: str) -> None:
+        self.bundle_version = bundle_version
+
+    def __call__(self, session: Session, change: ChangeLog) -> list[tuple[str, str, dict[str, Any]]]:
+        if change.kind != ChangeKind.SERIES_STABLE or change.partition != CLINICAL:
+            return []
+        modality = session.scalar(
+            select(Series.Modality)
+            .join(Study, Study.study_pk == Series.study_pk)
+            .where(Study.partition == change.partition, Series.SeriesInstanceUID == change.SeriesInstanceUID)
+        )
+        if modality is None or modality in SKIPPED_MODALITIES:
+            return []
+        key = f"{change.partition}:{change.SeriesInstanceUID}:{self.bundle_version}"
+        payload = {
+            "partition": change.partition,
+            "StudyInstanceUID": change.StudyInstanceUID,
+            "SeriesInstanceUID": change.SeriesInstanceUID,
+            "stable_at": change.created_at.timestamp(),
+        }
+        return [(JOB_KIND, key, payload)]
+
+
+def _series_keys(archive: Archive, partition: str, series_uid: str) -> list[str]:
+    with archive.db.read() as session:
+        return list(
+            session.scalars(
+                select(Instance.object_key)
+                .join(Series, Series.series_pk == Instance.series_pk)
+                .join(Study, Study.study_pk == Series.study_pk)
+                .where(Study.partition == partition, Series.SeriesInstanceUID == series_uid)
+            )
+        )
+
+
+def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
+    partition, study_uid, series_uid = payload["partition"], payload["StudyInstanceUID"], payload["SeriesInstanceUID"]
+    pipeline = pipeline_for(archive)
+    datasets = [dcmread(archive.object_path(k)) for k in _series_keys(archive, partition, series_uid)]
+    if not datasets or not pipeline.selects(datasets):
+        _record(archive, partition, study_uid, series_uid, pipeline.bundle_version, None, payload)
+        return {"selected": False}
+    result = pipeline.run(datasets)
+    sr_uid = seg_uid = ""
+    if result.sr is not None:
+        sr_uid = archive.ingestor.ingest_dataset(result.sr, partition=partition, source="triage").sop_instance_uid
+    if result.seg is not None:
+        seg_uid = archive.ingestor.ingest_dataset(result.seg, partition=partition, source="triage").sop_instance_uid
+    _record(archive, partition, study_uid, series_uid, pipeline.bundle_version, result, payload, sr_uid, seg_uid)
+    return {"selected": True, "priority": str(result.priority), "findings": len(result.findings)}
+
+
+def _record(
+    archive: Archive,
+    partition: str,
+    study_uid: str,
+    series_uid: str,
+    version: str,
+    result: Any,
+    payload: dict[str, Any],
+    sr_uid: str = "",
+    seg_uid: str = "",
+) -> None:
+    def work(session: Session) -> None:
+        outcome = session.scalar(
+            select(TriageOutcome).where(
+                TriageOutcome.partition == partition,
+                TriageOutcome.SeriesInstanceUID == series_uid,
+                TriageOutcome.bundle_version == version,
+            )
+        )
+        if outcome is None:
+            outcome = TriageOutcome(
+                partition=partition, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, bundle_version=version
+            )
+            session.add(outcome)
+        outcome.selected = result is not None
+        if result is not None:
+            outcome.priority = str(result.priority)
+            outcome.findings = [
+                {
+                    "position_lps": [float(v) for v in f.position_lps],
+                    "diameter_mm": float(f.diameter_mm),
+                    "score": float(f.score),
+                }
+                for f in result.findings
+            ]
+            outcome.timings = {k: float(v) for k, v in result.timings.items()}
+            outcome.sr_sop_instance_uid, outcome.seg_sop_instance_uid = sr_uid, seg_uid
+        outcome.latency_seconds = max(0.0, time.time() - float(payload.get("stable_at", time.time())))
+        study = session.scalar(
+            select(Study).where(Study.partition == partition, Study.StudyInstanceUID == study_uid)
+        )
+        if study is not None and result is not None:
+            new = str(result.priority)
+            if PRIORITY_RANK.get(new, 0) > PRIORITY_RANK.get(study.priority, 0):
+                study.priority = new
+                session.add(
+                    ChangeLog(
+                        kind=ChangeKind.STUDY_PRIORITY, partition=partition, StudyInstanceUID=study_uid, detail=new
+                    )
+                )
+
+    archive.db.transaction(work)
+
+
+def register(runner: JobRunner, archive: Archive) -> None:
+    if not archive.settings.triage_enabled:
+        return
+    try:
+        version = pipeline_for(archive).bundle_version
+    except Exception:
+        log.exception("triage bundle could not be loaded: triage disabled")
+        return
+    runner.register(TriageConsumer(version), **{JOB_KIND: JobKind(run_triage_job, max_attempts=5, base_delay=5.0)})
