@@ -92,6 +92,27 @@ def serve(
         archive.close()
 
 
+@app.command()
+def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run background jobs only (e.g. a GPU triage node sharing the index and storage)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from imaging.jobs.setup import build_runner
+
+    archive = Archive.open(_settings(config, data_dir))
+    runner = build_runner(archive)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runner.start()
+    print("worker running; job kinds: " + ", ".join(sorted(runner.kinds)), flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        archive.close()
+
+
 @app.command("import")
 def import_(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="files, folders or zip archives")],

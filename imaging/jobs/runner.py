@@ -113,6 +113,7 @@ class JobRunner:
                 )
                 .order_by(Job.next_attempt_at, Job.job_pk)
                 .limit(1)
+                .with_for_update(skip_locked=True)  # PostgreSQL: several workers never claim one job
             ).first()
             if job is None:
                 return None

@@ -22,6 +22,7 @@ def mark_stable(
         .join(Study, Study.study_pk == Series.study_pk)
         .where(Series.stable.is_(False), Series.last_received_at <= cutoff)
         .limit(500)
+        .with_for_update(of=Series, skip_locked=True)  # PostgreSQL: one process marks each series
     ).all()
     studies: dict[int, Study] = {}
     changed = 0

@@ -4,14 +4,13 @@ backoff, and recovery of work a crash left running."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+import threading
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from imaging.archive import Archive
-from imaging.config import load_settings
 from imaging.events import ChangeKind
 from imaging.index.schema import ChangeLog, Job, Series, Study
 from imaging.jobs.runner import JobKind, JobRunner
@@ -20,10 +19,8 @@ from imaging.synthetic import SyntheticStudy, ct_series
 
 
 @pytest.fixture
-def archive(tmp_path: Path) -> Archive:
-    a = Archive.open(load_settings(data_dir=tmp_path / "data", stability_seconds=0))
-    yield a
-    a.close()
+def archive(make_archive: Any, db_url: str) -> Archive:
+    return make_archive(stability_seconds=0)
 
 
 def _ingest_study(archive: Archive, series: int = 2, count: int = 3) -> SyntheticStudy:
@@ -114,7 +111,7 @@ def test_failed_job_is_kept_with_its_error(archive: Archive) -> None:
     assert job.status == "failed" and job.attempts == 2 and "bad bundle" in job.last_error
 
 
-def test_restart_recovers_running_jobs_and_cursor(archive: Archive, tmp_path: Path) -> None:
+def test_restart_recovers_running_jobs_and_cursor(archive: Archive) -> None:
     _ingest_study(archive)
     runner = JobRunner(archive)
     runner.register(_Collect(), work=JobKind(lambda a, p: {}, base_delay=0.0))
@@ -140,3 +137,39 @@ def test_restart_recovers_running_jobs_and_cursor(archive: Archive, tmp_path: Pa
     with reopened.db.read() as s:
         assert s.scalars(select(Job)).one().status == "done"
     reopened.close()
+
+
+def test_two_runners_share_the_work_without_running_a_job_twice(make_archive: Any, db_url: str) -> None:
+    """Scale-out: two worker processes on one index (threads here, separate engines) each claim distinct jobs."""
+    first = make_archive(stability_seconds=0)
+    second = make_archive(stability_seconds=0)  # same PostgreSQL database (db_url), its own engine
+    if first.db.is_sqlite:
+        second = first  # one SQLite file per archive: share the first one's index
+    ran: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> Any:
+        def run(_archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
+            with lock:
+                ran.append((name, payload["n"]))
+            return {}
+
+        return run
+
+    runners = []
+    for name, a in (("a", first), ("b", second)):
+        r = JobRunner(a)
+        r.register(n=JobKind(work(name), base_delay=0.0))
+        runners.append(r)
+    from imaging.jobs.runner import enqueue
+
+    with first.db.write() as s:
+        for i in range(40):
+            enqueue(s, "n", str(i), {"n": str(i)})
+    threads = [threading.Thread(target=r.tick) for r in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = sorted(int(n) for _, n in ran)
+    assert done == list(range(40))  # every job exactly once
