@@ -8,6 +8,7 @@ The key and the optional re-identification table are kept apart from the data, i
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import secrets
@@ -35,6 +36,13 @@ class ConsentRefused(ArchiveError):
     http_status = 409
 
 
+class Quarantined(ArchiveError):
+    """The instance could not be shown clean (e.g. burned-in text) and was not stored."""
+
+    dimse_status = 0xA9A0  # A9xx: refused, the data set does not meet what the destination requires
+    http_status = 409
+
+
 class Project(Base):
     __tablename__ = "project"
     project_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -56,6 +64,16 @@ class Quarantine(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+def parse_option(text: str) -> Any:
+    """A DeidOption from its standard name ("Clean Descriptors") or its enum name (CLEAN_DESCRIPTORS)."""
+    from imaging.deid import DeidOption
+
+    key = text.strip().upper().replace(" ", "_").replace("-", "_")
+    if key in DeidOption.__members__:
+        return DeidOption[key]
+    return DeidOption(text)
+
+
 def _key_path(archive: Archive, name: str) -> Path:
     return archive.settings.keys_path / f"{name}.key"
 
@@ -75,7 +93,7 @@ def create_project(
 
     if not PROJECT_NAME.match(name) or name == CLINICAL:
         raise ValueError("project names are 1-64 lower-case letters, digits, '-' or '_', not 'clinical'")
-    chosen = [DeidOption(o).value for o in options or []]
+    chosen = [parse_option(o).value for o in options or []]
     keys = archive.settings.keys_path
     keys.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = _key_path(archive, name)
@@ -217,3 +235,43 @@ def publish_study(archive: Archive, project: str, study_uid: str, *, user: str =
             ),
         )
     return report
+
+
+def receive_into_project(archive: Archive, project: str, data: bytes, *, source: str) -> Any:
+    """De-identify on receive: what arrives at a project-bound AE title or STOW root is de-identified
+    before anything is stored, so no identified copy is ever kept (a share-only node)."""
+    from io import BytesIO
+
+    deid = deidentifier_for(archive, project)
+    try:
+        ds = dcmread(BytesIO(data))
+    except Exception:
+        from imaging.index.extract import parse
+
+        parse(data)  # raises the precise CannotUnderstand / DataSetMismatch
+        raise
+    with archive.db.read() as session:
+        patient_id, issuer = str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", ""))
+        if is_opted_out(session, patient_id, issuer):
+            raise ConsentRefused("the patient opted out of secondary use")
+    result = deid.deidentify(ds)
+    if result.quarantined or result.dataset is None:
+        key = "sha256:" + hashlib.sha256(data).hexdigest()
+        archive.db.transaction(
+            lambda s: s.add(Quarantine(project=project, object_key=key, reasons=list(result.reasons)))
+        )
+        raise Quarantined("pixel data could not be shown free of burned-in text; not stored")
+    stored = archive.ingestor.ingest_dataset(result.dataset, partition=project, source=source)
+    with archive.db.write() as session:
+        audit.record(
+            session,
+            audit.AuditEvent.INSTANCES_ACCESSED,
+            user=source,
+            action="C",
+            source=f"project:{project}",
+            partition=project,
+            study_uid=stored.study_instance_uid,
+            patient_ref=result.patient_pseudonym,
+            detail="de-identified on receive",
+        )
+    return stored
