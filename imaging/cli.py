@@ -66,6 +66,10 @@ def serve(
     gateway = Gateway(archive)
     port = gateway.start()
     runner = build_runner(archive)
+    if settings.broker_url:
+        from imaging.jobs.broker import BrokerDispatch
+
+        runner.publisher = BrokerDispatch(settings.broker_url, namespace=settings.broker_namespace)
     if settings.workers:
         runner.start()
     print(f"DICOM gateway: AE title {settings.ae_title} on {settings.dicom_host}:{port}", flush=True)
@@ -93,23 +97,42 @@ def serve(
 
 
 @app.command()
-def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run background jobs only (e.g. a GPU triage node sharing the index and storage)."""
+def worker(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    kind: Annotated[list[str], typer.Option(help="only these job kinds (e.g. triage on a GPU node)")] = [],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="concurrent jobs (broker mode)")] = 2,
+) -> None:
+    """Run background jobs only: from the broker when `broker_url` is set (scale-out), else in process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from imaging.jobs.setup import build_runner
 
     archive = Archive.open(_settings(config, data_dir))
     runner = build_runner(archive)
+    if kind:
+        runner.kinds = {k: v for k, v in runner.kinds.items() if k in kind}
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runner.start()
+    dispatch = None
+    if archive.settings.broker_url:
+        from imaging.jobs.broker import BrokerDispatch
+
+        dispatch = BrokerDispatch(archive.settings.broker_url, namespace=archive.settings.broker_namespace)
+        consumer = dispatch.worker(runner, threads=threads)
+        consumer.start()
+    else:
+        runner.start()
     print("worker running; job kinds: " + ", ".join(sorted(runner.kinds)), flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        runner.stop()
+        if dispatch is not None:
+            consumer.stop()
+            dispatch.close()
+        else:
+            runner.stop()
         archive.close()
 
 

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     dev_mode: bool = False  # opens HTTP without tokens and DIMSE to any AE; never in production
     log_phi: bool = False  # PHI never reaches logs unless explicitly allowed for debugging
     workers: bool = True  # run background jobs (stability, triage, ...) in the server process
+    # Scale-out: jobs go through Dramatiq on RabbitMQ (amqp://...) or Redis (redis://...) to
+    # `imaging worker` processes; empty runs them in the server process.
+    broker_url: str = ""
+    broker_namespace: str = "imaging"
     # AI triage: a MONAI bundle directory installed by an administrator, pinned by SHA-256.
     triage_enabled: bool = True
     triage_bundle: Path | None = None  # default: the reference bundle shipped in triage/bundles
@@ -80,6 +84,11 @@ class Settings(BaseSettings):
     # Called AE titles bound to research projects: what arrives there is de-identified on receive and
     # no identified copy is kept.
     project_ae_titles: dict[str, str] = Field(default_factory=dict)
+    # Cross-site sharing (imaging.sharing). Peers and policies live in the index (admin API / CLI).
+    share_concurrency: int = Field(default=4, ge=1, le=64)  # delivery threads per batch
+    share_max_attempts: int = Field(default=16, ge=1)  # per instance; then `failed` (retry by admin)
+    share_retry_base_seconds: float = Field(default=5.0, gt=0)  # doubles per attempt, with jitter
+    share_link_max_days: int = Field(default=90, ge=1)  # share links always expire, at most this late
 
     @field_validator("ae_title")
     @classmethod

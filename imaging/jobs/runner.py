@@ -60,12 +60,22 @@ def enqueue(session: Session, kind: str, key: str, payload: dict[str, Any]) -> b
     return False
 
 
+class Publisher(Protocol):
+    """Hands due jobs to a distributed task engine instead of running them in this process."""
+
+    def publish(self, job_pk: int, kind: str) -> None: ...
+
+
 class JobRunner:
-    def __init__(self, archive: Archive, *, interval: float = 0.5) -> None:
+    def __init__(self, archive: Archive, *, interval: float = 0.5, requeue_after: float = 600.0) -> None:
         self.archive = archive
         self.interval = interval
         self.consumers: list[Consumer] = []
         self.kinds: dict[str, JobKind] = {}
+        # Scale-out: with a publisher, due jobs go to the broker; a job queued longer than `requeue_after`
+        # (message lost, worker died) is published again. The job row stays the truth either way.
+        self.publisher: Publisher | None = None
+        self.requeue_after = requeue_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,11 +95,52 @@ class JobRunner:
             mark_stable(session, self.archive.settings.stability_seconds, self.archive.receiving_series())
         for consumer in self.consumers:
             db.transaction(lambda s, c=consumer: self._consume(s, c))  # type: ignore[misc]
+        if self.publisher is not None:
+            return self._publish_due()
         ran = 0
         while (job := self._claim()) is not None:
             self._run(job)
             ran += 1
         return ran
+
+    def _publish_due(self) -> int:
+        assert self.publisher is not None
+        stale = utcnow() - dt.timedelta(seconds=self.requeue_after)
+        with self.archive.db.write() as session:
+            session.execute(
+                update(Job).where(Job.status == "queued", Job.updated_at <= stale).values(status="pending")
+            )
+            due = session.scalars(
+                select(Job)
+                .where(Job.status == "pending", Job.next_attempt_at <= utcnow())
+                .order_by(Job.next_attempt_at, Job.job_pk)
+                .limit(500)
+                .with_for_update(skip_locked=True)
+            ).all()
+            batch = [(job.job_pk, job.kind) for job in due]
+            for job in due:
+                job.status, job.updated_at = "queued", utcnow()
+        # Committed before sending: a crash in between leaves `queued` rows that are re-published later.
+        for job_pk, kind in batch:
+            self.publisher.publish(job_pk, kind)
+        return len(batch)
+
+    def run_one(self, job_pk: int) -> bool:
+        """Claim and run one job named by a broker message; False if it is not (or no longer) runnable
+        here — a duplicate delivery, or a job another worker already took."""
+        with self.archive.db.write() as session:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.job_pk == job_pk, Job.status.in_(("pending", "queued")), Job.kind.in_(list(self.kinds)))
+                .values(status="running", attempts=Job.attempts + 1, updated_at=utcnow())
+            ).rowcount  # type: ignore[attr-defined]
+        if claimed != 1:
+            return False
+        with self.archive.db.read() as session:
+            job = session.get(Job, job_pk)
+        assert job is not None
+        self._run(job)
+        return True
 
     def _consume(self, session: Session, consumer: Consumer) -> None:
         cursor = session.get(ConsumerCursor, consumer.name)
