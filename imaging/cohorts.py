@@ -168,7 +168,7 @@ def stream_zip(archive: Archive, m: Manifest, *, start_after: str = "") -> Itera
     `start_after` (a SeriesInstanceUID) resumes after the series a client already holds."""
     sink = _Sink()
     skipping = bool(start_after)
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[call-overload]
         zf.writestr("manifest.json", m.to_json())
         yield sink.take()
         for series in m.series:

@@ -204,9 +204,8 @@ def publish_study(archive: Archive, project: str, study_uid: str, *, user: str =
         if result.quarantined or result.dataset is None:
             report.quarantined += 1
             report.reasons.extend(result.reasons)
-            archive.db.transaction(
-                lambda s, k=key, r=result: s.add(Quarantine(project=project, object_key=k, reasons=list(r.reasons)))
-            )
+            with archive.db.write() as session:
+                session.add(Quarantine(project=project, object_key=key, reasons=list(result.reasons)))
             continue
         archive.ingestor.ingest_dataset(result.dataset, partition=project, source=f"deid:{project}")
         report.published += 1
@@ -257,9 +256,8 @@ def receive_into_project(archive: Archive, project: str, data: bytes, *, source:
     result = deid.deidentify(ds)
     if result.quarantined or result.dataset is None:
         key = "sha256:" + hashlib.sha256(data).hexdigest()
-        archive.db.transaction(
-            lambda s: s.add(Quarantine(project=project, object_key=key, reasons=list(result.reasons)))
-        )
+        reasons = list(result.reasons)
+        archive.db.transaction(lambda s: s.add(Quarantine(project=project, object_key=key, reasons=reasons)))
         raise Quarantined("pixel data could not be shown free of burned-in text; not stored")
     stored = archive.ingestor.ingest_dataset(result.dataset, partition=project, source=source)
     with archive.db.write() as session:

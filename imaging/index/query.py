@@ -57,7 +57,7 @@ _MISSING = object()
 
 def _statement(query: Query) -> Select[Any]:
     models = LEVEL_MODELS[query.level]
-    stmt = select(*models)
+    stmt: Select[Any] = select(*models)  # type: ignore[assignment]
     if query.level in (Level.IMAGE, Level.SERIES):
         if query.level is Level.IMAGE:
             stmt = stmt.join(Series, Series.series_pk == Instance.series_pk)

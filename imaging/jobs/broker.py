@@ -40,7 +40,7 @@ class BrokerDispatch:
 
     def actor(self, kind: str) -> dramatiq.Actor[Any, Any]:
         if kind not in self._actors:
-            self._actors[kind] = dramatiq.actor(
+            self._actors[kind] = dramatiq.actor(  # type: ignore[call-overload]
                 self._execute,
                 broker=self.broker,
                 actor_name=f"{ACTOR}_{self.namespace}_{kind}".replace("-", "_"),
