@@ -5,7 +5,10 @@ Records name studies by UID and patients by pseudonym or internal key, never by 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterator
 from enum import StrEnum
+from typing import Any
 from xml.etree import ElementTree as ET
 
 from sqlalchemy import Integer, String, Text, select
@@ -22,6 +25,7 @@ class AuditEvent(StrEnum):
     INSTANCES_ACCESSED = "110103"  # DICOM Instances Accessed (incl. de-identification, publication)
     QUERY = "110112"  # Query
     EXPORT = "110106"  # Export
+    PATIENT_RECORD = "110110"  # Patient Record (e.g. a consent change)
     SECURITY_ALERT = "110113"  # Security Alert
 
 
@@ -31,6 +35,7 @@ EVENT_NAMES = {
     AuditEvent.INSTANCES_ACCESSED: "DICOM Instances Accessed",
     AuditEvent.QUERY: "Query",
     AuditEvent.EXPORT: "Export",
+    AuditEvent.PATIENT_RECORD: "Patient Record",
     AuditEvent.SECURITY_ALERT: "Security Alert",
 }
 
@@ -52,7 +57,9 @@ class AuditRecord(Base):
     source: Mapped[str] = mapped_column(String(128), default="")  # where it came from / went to
     partition: Mapped[str] = mapped_column(String(64), default="")
     StudyInstanceUID: Mapped[str] = mapped_column(String(64), default="", index=True)
-    patient_ref: Mapped[str] = mapped_column(String(128), default="")  # pseudonym or internal key, never a name
+    patient_ref: Mapped[str] = mapped_column(
+        String(128), default=""
+    )  # pseudonym or internal key, never a name
     detail: Mapped[str] = mapped_column(Text, default="")  # what: profile, table edition, query keys...
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
@@ -86,14 +93,75 @@ def record(
 
 
 def query(
-    session: Session, *, event: AuditEvent | None = None, study_uid: str | None = None, limit: int = 1000
+    session: Session,
+    *,
+    event: AuditEvent | str | None = None,
+    study_uid: str | None = None,
+    user: str | None = None,
+    source: str | None = None,
+    partition: str | None = None,
+    patient_ref: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    after_pk: int = 0,
+    limit: int = 1000,
 ) -> list[AuditRecord]:
+    """Records in order of creation; every filter is exact (times: UTC, `since` inclusive, `until`
+    exclusive); page with `after_pk` = the last `audit_pk` seen."""
     stmt = select(AuditRecord).order_by(AuditRecord.audit_pk)
     if event is not None:
-        stmt = stmt.where(AuditRecord.event_id == event.value)
+        stmt = stmt.where(AuditRecord.event_id == AuditEvent(event).value)
     if study_uid:
         stmt = stmt.where(AuditRecord.StudyInstanceUID == study_uid)
+    if user:
+        stmt = stmt.where(AuditRecord.user == user)
+    if source:
+        stmt = stmt.where(AuditRecord.source == source)
+    if partition:
+        stmt = stmt.where(AuditRecord.partition == partition)
+    if patient_ref:
+        stmt = stmt.where(AuditRecord.patient_ref == patient_ref)
+    if since is not None:
+        stmt = stmt.where(AuditRecord.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditRecord.created_at < until)
+    if after_pk:
+        stmt = stmt.where(AuditRecord.audit_pk > after_pk)
     return list(session.scalars(stmt.limit(limit)))
+
+
+def to_dict(row: AuditRecord) -> dict[str, Any]:
+    """The record as JSON-ready data (what the API and the JSON-lines export return)."""
+    return {
+        "id": row.audit_pk,
+        "event_id": row.event_id,
+        "event": EVENT_NAMES.get(AuditEvent(row.event_id), row.event_id),
+        "action": row.action,
+        "outcome": row.outcome,
+        "user": row.user,
+        "source": row.source,
+        "partition": row.partition,
+        "StudyInstanceUID": row.StudyInstanceUID,
+        "patient_ref": row.patient_ref,
+        "detail": row.detail,
+        "created_at": row.created_at.isoformat() + "Z",
+    }
+
+
+def export(session: Session, fmt: str = "jsonl", *, batch: int = 1000, **filters: Any) -> Iterator[str]:
+    """Every matching record, one line each: JSON lines (`jsonl`) or one DICOM audit message per line
+    (`xml`). Reads in batches, so it streams a large trail."""
+    if fmt not in ("jsonl", "xml"):
+        raise ValueError("format is jsonl or xml")
+    after = int(filters.pop("after_pk", 0) or 0)
+    filters.pop("limit", None)
+    while True:
+        rows = query(session, after_pk=after, limit=batch, **filters)
+        for row in rows:
+            yield (json.dumps(to_dict(row)) if fmt == "jsonl" else to_xml(row)) + "\n"
+        if len(rows) < batch:
+            return
+        after = rows[-1].audit_pk
 
 
 def to_xml(row: AuditRecord) -> str:
@@ -120,8 +188,13 @@ def to_xml(row: AuditRecord) -> str:
             ParticipantObjectTypeCode="2",
             ParticipantObjectTypeCodeRole="3",
         )
-        ET.SubElement(study, "ParticipantObjectIDTypeCode", csd_code="110180", codeSystemName="DCM",
-                      originalText="Study Instance UID")
+        ET.SubElement(
+            study,
+            "ParticipantObjectIDTypeCode",
+            csd_code="110180",
+            codeSystemName="DCM",
+            originalText="Study Instance UID",
+        )
         if row.detail:
             ET.SubElement(study, "ParticipantObjectDetail", type="detail", value=row.detail)
     if row.patient_ref:
@@ -132,6 +205,11 @@ def to_xml(row: AuditRecord) -> str:
             ParticipantObjectTypeCode="1",
             ParticipantObjectTypeCodeRole="1",
         )
-        ET.SubElement(patient, "ParticipantObjectIDTypeCode", csd_code="2", codeSystemName="RFC-3881",
-                      originalText="Patient Number")
+        ET.SubElement(
+            patient,
+            "ParticipantObjectIDTypeCode",
+            csd_code="2",
+            codeSystemName="RFC-3881",
+            originalText="Patient Number",
+        )
     return ET.tostring(msg, encoding="unicode")

@@ -81,6 +81,7 @@ def serve(
             stop.wait()
         else:
             import uvicorn
+
             from dicomweb.app import create_app
 
             print(f"DICOMweb: http://{settings.http_host}:{settings.http_port}/dicomweb", flush=True)
@@ -259,12 +260,37 @@ def token_create(
     print(token)
 
 
+viewer_app = typer.Typer(help="The built-in OHIF viewer, served at /viewer.", no_args_is_help=True)
+app.add_typer(viewer_app, name="viewer")
+
+
+@viewer_app.command("fetch")
+def viewer_fetch(
+    version: Annotated[str, typer.Option(help="@ohif/app version (default: the tested one)")] = "",
+    dest: Annotated[Path | None, typer.Option(help="folder (default: settings.viewer_dir)")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Download the prebuilt OHIF viewer from the npm registry (`npm pack`) and unpack it."""
+    from dicomweb.viewer import OHIF_VERSION, fetch_viewer, viewer_dir
+
+    target = dest or viewer_dir(_settings(config, data_dir))
+    console.print(f"fetching @ohif/app@{version or OHIF_VERSION} into {target}")
+    fetch_viewer(target, version or OHIF_VERSION)
+    console.print("done: `imaging serve` now serves it at /viewer")
+
+
 def _mount_optional() -> None:
     """Sub-apps of the feature packages, mounted when present."""
     from imaging.research_cli import cohort_app, project_app
 
     app.add_typer(project_app, name="project")
     app.add_typer(cohort_app, name="cohort")
+    from imaging.sharing.cli import audit_app, consent_app, share_app
+
+    app.add_typer(share_app, name="share")
+    app.add_typer(consent_app, name="consent")
+    app.add_typer(audit_app, name="audit")
     try:
         from imaging.deid.cli import deid
 

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     empty_qido_status: EmptyQidoStatus = EmptyQidoStatus.EMPTY_ARRAY
     cors_origins: list[str] = Field(default_factory=list)
     public_url: str = ""  # base for RetrieveURL behind a proxy; empty: from the request
+    # Where `imaging viewer fetch` unpacks the OHIF viewer (served at /viewer); default <data_dir>/viewer.
+    viewer_dir: Path | None = None
     dev_mode: bool = False  # opens HTTP without tokens and DIMSE to any AE; never in production
     log_phi: bool = False  # PHI never reaches logs unless explicitly allowed for debugging
     workers: bool = True  # run background jobs (stability, triage, ...) in the server process

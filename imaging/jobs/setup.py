@@ -11,4 +11,7 @@ def build_runner(archive: Archive) -> JobRunner:
     from triage.worker import register as register_triage
 
     register_triage(runner, archive)
+    from imaging.sharing.deliver import register as register_sharing
+
+    register_sharing(runner, archive)
     return runner

@@ -27,22 +27,49 @@ class ConsentOptOut(Base):
     __table_args__ = (UniqueConstraint("PatientID", "IssuerOfPatientID", name="uq_consent_patient"),)
 
 
-def opt_out(session: Session, patient_id: str, issuer: str = "", *, source: str = "api") -> bool:
-    """Record an opt-out; False if it was already recorded."""
-    if is_opted_out(session, patient_id, issuer):
-        return False
-    session.add(ConsentOptOut(PatientID=patient_id, IssuerOfPatientID=issuer, source=source))
-    session.flush()
-    return True
+def opt_out(
+    session: Session, patient_id: str, issuer: str = "", *, source: str = "api", user: str = "system"
+) -> bool:
+    """Record an opt-out and cancel the patient's queued deliveries (audited); False if it was already
+    recorded (queued deliveries are cancelled all the same)."""
+    from imaging.sharing.outbox import cancel_for_patient
+
+    new = not is_opted_out(session, patient_id, issuer)
+    if new:
+        row = ConsentOptOut(PatientID=patient_id, IssuerOfPatientID=issuer, source=source)
+        session.add(row)
+        session.flush()
+        _audit(session, row, user, "opt-out recorded")
+    cancel_for_patient(session, patient_id, issuer, user=user, reason="patient opted out")
+    return new
 
 
-def withdraw_opt_out(session: Session, patient_id: str, issuer: str = "") -> bool:
-    result = session.execute(
-        delete(ConsentOptOut).where(
+def withdraw_opt_out(session: Session, patient_id: str, issuer: str = "", *, user: str = "system") -> bool:
+    row = session.scalar(
+        select(ConsentOptOut).where(
             ConsentOptOut.PatientID == patient_id, ConsentOptOut.IssuerOfPatientID == issuer
         )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if row is None:
+        return False
+    _audit(session, row, user, "opt-out withdrawn")
+    session.execute(delete(ConsentOptOut).where(ConsentOptOut.optout_pk == row.optout_pk))
+    return True
+
+
+def _audit(session: Session, row: ConsentOptOut, user: str, what: str) -> None:
+    """PS3.15 A.5.3.9 Patient Record (110110), action U; the patient by registry key, never by id or name."""
+    from imaging import audit
+
+    audit.record(
+        session,
+        audit.AuditEvent.PATIENT_RECORD,
+        user=user,
+        action="U",
+        source=row.source,
+        patient_ref=f"consent:{row.optout_pk}",
+        detail=f"consent registry: {what}",
+    )
 
 
 def is_opted_out(session: Session, patient_id: str, issuer: str = "") -> bool:
@@ -56,7 +83,7 @@ def is_opted_out(session: Session, patient_id: str, issuer: str = "") -> bool:
     )
 
 
-def import_csv(session: Session, path: Path) -> int:
+def import_csv(session: Session, path: Path, *, user: str = "system") -> int:
     """Rows `PatientID[,IssuerOfPatientID]` (a header row naming PatientID is skipped); returns new opt-outs."""
     added = 0
     with path.open(newline="", encoding="utf-8") as f:
@@ -65,5 +92,5 @@ def import_csv(session: Session, path: Path) -> int:
             if not row or not row[0].strip() or row[0].strip() == "PatientID":
                 continue
             issuer = row[1].strip() if len(row) > 1 else ""
-            added += opt_out(session, row[0].strip(), issuer, source=f"csv:{path.name}")
+            added += opt_out(session, row[0].strip(), issuer, source=f"csv:{path.name}", user=user)
     return added

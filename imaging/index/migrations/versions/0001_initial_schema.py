@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 16:47:00.500732
+Create Date: 2026-11-23 16:53:25.803426
 """
 
 from alembic import op
@@ -134,6 +134,88 @@ def upgrade() -> None:
     sa.Column('keep_reidentification', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('project_pk'),
+    sa.UniqueConstraint('name')
+    )
+    op.create_table('share_link',
+    sa.Column('link_pk', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('partition', sa.String(length=64), nullable=False),
+    sa.Column('study_uids', sa.JSON(), nullable=False),
+    sa.Column('cohort', sa.String(length=64), nullable=False),
+    sa.Column('description', sa.String(length=256), nullable=False),
+    sa.Column('created_by', sa.String(length=128), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('link_pk'),
+    sa.UniqueConstraint('token_hash')
+    )
+    op.create_table('sharing_outbox',
+    sa.Column('outbox_pk', sa.Integer(), nullable=False),
+    sa.Column('peer', sa.String(length=64), nullable=False),
+    sa.Column('project', sa.String(length=64), nullable=False),
+    sa.Column('origin', sa.String(length=128), nullable=False),
+    sa.Column('partition', sa.String(length=64), nullable=False),
+    sa.Column('patient_pk', sa.Integer(), nullable=False),
+    sa.Column('StudyInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('SeriesInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('SOPInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('object_key', sa.String(length=160), nullable=False),
+    sa.Column('peer_StudyInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('peer_SOPInstanceUID', sa.String(length=64), nullable=False),
+    sa.Column('patient_ref', sa.String(length=128), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('sent_at', sa.DateTime(), nullable=True),
+    sa.Column('verified_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('outbox_pk'),
+    sa.UniqueConstraint('peer', 'project', 'partition', 'SOPInstanceUID', name='uq_outbox_instance')
+    )
+    with op.batch_alter_table('sharing_outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_group', ['peer', 'project', 'StudyInstanceUID', 'status'], unique=False)
+        batch_op.create_index('ix_outbox_status', ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sharing_outbox_patient_pk'), ['patient_pk'], unique=False)
+
+    op.create_table('sharing_peer',
+    sa.Column('peer_pk', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('description', sa.String(length=256), nullable=False),
+    sa.Column('url', sa.String(length=512), nullable=False),
+    sa.Column('ae_title', sa.String(length=16), nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=False),
+    sa.Column('port', sa.Integer(), nullable=False),
+    sa.Column('calling_ae_title', sa.String(length=16), nullable=False),
+    sa.Column('auth', sa.String(length=16), nullable=False),
+    sa.Column('username', sa.String(length=128), nullable=False),
+    sa.Column('tls_verify', sa.Boolean(), nullable=False),
+    sa.Column('ca_file', sa.String(length=512), nullable=False),
+    sa.Column('client_cert', sa.String(length=512), nullable=False),
+    sa.Column('client_key', sa.String(length=512), nullable=False),
+    sa.Column('tls', sa.Boolean(), nullable=False),
+    sa.Column('timeout', sa.Float(), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('peer_pk'),
+    sa.UniqueConstraint('name')
+    )
+    op.create_table('sharing_policy',
+    sa.Column('policy_pk', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('description', sa.String(length=256), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('modalities', sa.JSON(), nullable=False),
+    sa.Column('body_parts', sa.JSON(), nullable=False),
+    sa.Column('description_regex', sa.String(length=256), nullable=False),
+    sa.Column('priorities', sa.JSON(), nullable=False),
+    sa.Column('peers', sa.JSON(), nullable=False),
+    sa.Column('project', sa.String(length=64), nullable=False),
+    sa.Column('identified', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('policy_pk'),
     sa.UniqueConstraint('name')
     )
     op.create_table('storage_event',
@@ -273,6 +355,15 @@ def downgrade() -> None:
 
     op.drop_table('triage_outcome')
     op.drop_table('storage_event')
+    op.drop_table('sharing_policy')
+    op.drop_table('sharing_peer')
+    with op.batch_alter_table('sharing_outbox', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sharing_outbox_patient_pk'))
+        batch_op.drop_index('ix_outbox_status')
+        batch_op.drop_index('ix_outbox_group')
+
+    op.drop_table('sharing_outbox')
+    op.drop_table('share_link')
     op.drop_table('project')
     with op.batch_alter_table('patient', schema=None) as batch_op:
         batch_op.drop_index('ix_patient_name')
