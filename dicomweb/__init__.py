@@ -1,0 +1,1 @@
+"""DICOMweb service (QIDO-RS, WADO-RS, STOW-RS, rendered, viewer) on FastAPI."""

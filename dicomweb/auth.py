@@ -1,0 +1,85 @@
+"""Bearer tokens → principals, and what each role may do.
+
+Tokens are looked up by SHA-256 in the ApiToken table (revoked or expired tokens are refused). Roles:
+* `admin`: everything, every partition;
+* `clinician`: read and store in the clinical partition;
+* `ingest`: store only (clinical partition and project STOW roots), no read;
+* `researcher`: read their own project's partition (`/projects/{project}/dicomweb`) and nothing else.
+`dev_mode` opens everything (as admin). Health needs no token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fastapi import HTTPException, Request
+from sqlalchemy import select
+
+from imaging.archive import Archive
+from imaging.index.schema import CLINICAL, ApiToken, utcnow
+
+
+class Action(StrEnum):
+    READ = "read"
+    STORE = "store"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    project: str = ""
+    token_pk: int | None = None
+
+
+DEV = Principal("admin")
+_PERMISSIONS: dict[str, set[Action]] = {
+    "admin": {Action.READ, Action.STORE},
+    "clinician": {Action.READ, Action.STORE},
+    "ingest": {Action.STORE},
+    "researcher": {Action.READ},
+}
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="dicomweb"'})
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate(archive: Archive, request: Request) -> Principal:
+    if archive.settings.dev_mode:
+        return DEV
+    token = bearer_token(request)
+    if token is None:
+        raise _unauthorized("a bearer token is required")
+    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    with archive.db.read() as session:
+        row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
+        if row is None or row.revoked:
+            raise _unauthorized("invalid or revoked token")
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            raise _unauthorized("token expired")
+        return Principal(row.role, row.project or "", row.token_pk)
+
+
+def authorize(principal: Principal, partition: str, action: Action) -> None:
+    allowed = _PERMISSIONS.get(principal.role, set())
+    if action not in allowed:
+        raise HTTPException(403, f"role {principal.role} may not {action} here")
+    if principal.role == "researcher" and (partition == CLINICAL or partition != principal.project):
+        raise HTTPException(403, "this token opens only its own research project")
+    if principal.role == "clinician" and partition != CLINICAL:
+        raise HTTPException(403, "research projects are open to their researchers only")
+
+
+def is_expired(expires_at: dt.datetime | None) -> bool:
+    return expires_at is not None and expires_at <= utcnow()

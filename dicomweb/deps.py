@@ -1,0 +1,101 @@
+"""Per-request context: the archive, the partition the URL names, the service root for URLs in answers,
+and the authenticated principal (checked for the action)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from dicomweb.auth import Action, Principal, authenticate, authorize
+from imaging.archive import Archive
+from imaging.index.schema import CLINICAL
+
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-_\[\]:]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Context:
+    archive: Archive
+    partition: str
+    root: str  # service root URL, e.g. https://host/dicomweb or https://host/projects/p/dicomweb
+    principal: Principal
+
+    def study_url(self, study: str) -> str:
+        return f"{self.root}/studies/{study}"
+
+    def series_url(self, study: str, series: str) -> str:
+        return f"{self.root}/studies/{study}/series/{series}"
+
+    def instance_url(self, study: str, series: str, sop: str) -> str:
+        return f"{self.root}/studies/{study}/series/{series}/instances/{sop}"
+
+
+def get_archive(request: Request) -> Archive:
+    archive: Archive = request.app.state.archive
+    return archive
+
+
+def partition_of(request: Request) -> str:
+    project = request.path_params.get("project")
+    if project is None:
+        return CLINICAL
+    if not _PROJECT.match(project) or project == CLINICAL:
+        raise HTTPException(404, "no such project")
+    return str(project)
+
+
+def _forwarded(request: Request) -> tuple[str | None, str | None]:
+    """(proto, host) from RFC 7239 Forwarded (first hop) or X-Forwarded-*."""
+    proto = host = None
+    forwarded = request.headers.get("forwarded")
+    if forwarded:
+        first = forwarded.split(",")[0]
+        for pair in first.split(";"):
+            name, _, value = pair.strip().partition("=")
+            value = value.strip().strip('"')
+            if name.lower() == "proto":
+                proto = value
+            elif name.lower() == "host":
+                host = value
+    proto = proto or request.headers.get("x-forwarded-proto", "").split(",")[0].strip() or None
+    host = host or request.headers.get("x-forwarded-host", "").split(",")[0].strip() or None
+    return proto, host
+
+
+def public_root(request: Request) -> str:
+    """Scheme://host[/prefix] this server is reached at: Settings.public_url, else Forwarded/Host."""
+    configured = get_archive(request).settings.public_url
+    if configured:
+        return configured.rstrip("/")
+    proto, host = _forwarded(request)
+    proto = proto if proto in ("http", "https") else request.url.scheme
+    host = host or request.headers.get("host") or request.url.netloc
+    if not _HOST.match(host):
+        host = request.url.netloc
+    return f"{proto}://{host}{request.scope.get('root_path', '').rstrip('/')}"
+
+
+def service_root(request: Request, partition: str) -> str:
+    base = public_root(request)
+    if partition == CLINICAL:
+        return f"{base}/dicomweb"
+    return f"{base}/projects/{partition}/dicomweb"
+
+
+def _context(request: Request, action: Action) -> Context:
+    archive = get_archive(request)
+    partition = partition_of(request)
+    principal = authenticate(archive, request)
+    authorize(principal, partition, action)
+    return Context(archive, partition, service_root(request, partition), principal)
+
+
+def reader(request: Request) -> Context:
+    return _context(request, Action.READ)
+
+
+def storer(request: Request) -> Context:
+    return _context(request, Action.STORE)

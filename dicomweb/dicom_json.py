@@ -1,0 +1,145 @@
+"""DICOM JSON (PS3.18 Annex F).
+
+Two producers:
+* `element()` builds one attribute from an index column value (QIDO answers are built from columns, not
+  pydicom Datasets: a study search page must cost microseconds per row);
+* `instance_metadata()` turns an instance's cached, compressed DICOM JSON into the served form by putting
+  the instance's bulk data URL in place of the cache's placeholders — on the bytes, without re-parsing.
+
+`dataset_json()` is pydicom's `to_json_dict` (PN component objects, numbers for IS/DS, AT as strings,
+empty elements without "Value") with the keys sorted and bulk values as BulkDataURIs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataset import Dataset
+
+from imaging.index.extract import BULK_PREFIX
+
+MEDIA_TYPE = "application/dicom+json"
+# The placeholder as it appears in the cached JSON text (json.dumps escapes the NUL character).
+_PLACEHOLDER = json.dumps(BULK_PREFIX)[1:-1].encode()
+_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+# VRs whose value is one string even when it contains a backslash.
+_SINGLE_VALUED = {"LT", "ST", "UT", "UR", "UC"}
+_NUMBER_VRS = {"IS", "SL", "SS", "UL", "US", "SV", "UV"}
+_FLOAT_VRS = {"DS", "FL", "FD"}
+
+
+class UnknownAttribute(ValueError):
+    pass
+
+
+@lru_cache(maxsize=4096)
+def resolve(name: str) -> tuple[int, str]:
+    """A keyword or an 8-digit hex tag → (tag, keyword). Raises UnknownAttribute."""
+    name = name.strip()
+    if _TAG.match(name):
+        tag = int(name, 16)
+        keyword = keyword_for_tag(tag)
+        if not keyword:
+            raise UnknownAttribute(f"unknown attribute {name.upper()}")
+        return tag, keyword
+    found = tag_for_keyword(name)
+    if found is None:
+        shown = name if len(name) <= 64 and name.isascii() and name.isprintable() else "(unprintable)"
+        raise UnknownAttribute(f"unknown attribute {shown}")
+    return int(found), name
+
+
+@lru_cache(maxsize=4096)
+def vr_of(tag: int) -> str:
+    vr = dictionary_VR(tag)
+    return vr.split(" or ")[0] if " or " in vr else vr
+
+
+def tag_key(tag: int) -> str:
+    return f"{tag:08X}"
+
+
+def _pn(value: str) -> dict[str, str]:
+    groups = value.split("=")
+    out = {}
+    for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False):
+        if group:
+            out[name] = group
+    return out
+
+
+def element(vr: str, value: Any) -> dict[str, Any]:
+    """One DICOM JSON attribute from a (column) value; None/"" → no Value."""
+    if value is None or value == "" or value == []:
+        return {"vr": vr}
+    if isinstance(value, str):
+        values: list[Any] = [value] if vr in _SINGLE_VALUED else value.split("\\")
+    elif isinstance(value, list | tuple):
+        values = list(value)
+    else:
+        values = [value]
+    if vr == "PN":
+        values = [_pn(str(v)) if v else None for v in values]
+    elif vr in _NUMBER_VRS:
+        converted: list[Any] = []
+        for v in values:
+            try:
+                converted.append(int(v))
+            except (TypeError, ValueError):
+                converted.append(None)
+        values = converted
+    elif vr in _FLOAT_VRS:
+        converted = []
+        for v in values:
+            try:
+                f = float(v)
+                converted.append(int(f) if f.is_integer() and vr == "DS" else f)
+            except (TypeError, ValueError):
+                converted.append(None)
+        values = converted
+    else:
+        values = [v if v != "" else None for v in values]
+    return {"vr": vr, "Value": values}
+
+
+def sort_keys(body: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(body.items()))
+
+
+def dataset_json(
+    ds: Dataset, bulk_uri: Callable[[Any], str] | None = None, threshold: int = 1024
+) -> dict[str, Any]:
+    """A pydicom Dataset → DICOM JSON object (ascending tags; large binaries as BulkDataURI)."""
+    body = (
+        ds.to_json_dict(threshold, bulk_uri, suppress_invalid_tags=True)
+        if bulk_uri
+        else (ds.to_json_dict(suppress_invalid_tags=True))
+    )
+    return sort_keys(body)
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def instance_metadata(compressed: bytes, bulk_base: str) -> bytes:
+    """The served DICOM JSON object of an instance: cache entry with `bulk_base + "/" + tag` URLs."""
+    text = zlib.decompress(compressed)
+    if _PLACEHOLDER in text:
+        text = text.replace(_PLACEHOLDER, json.dumps(bulk_base + "/")[1:-1].encode())
+    return text
+
+
+def json_array(items: Iterable[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def cached_dict(compressed: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(zlib.decompress(compressed))
+    return result

@@ -1,0 +1,1 @@
+"""DICOMweb route modules; each exposes `router`, included under every service root."""

@@ -1,0 +1,258 @@
+"""STOW-RS (PS3.18 10.5): POST /studies and /studies/{study}.
+
+The body is parsed as it arrives and each part spooled to a temporary file (memory does not grow with the
+upload); only a complete, well-formed body is ingested, part by part, through the single ingest path.
+A body over `max_upload_bytes` is refused with 413, a malformed one with 400, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydicom import dcmread
+from starlette.concurrency import run_in_threadpool
+
+from dicomweb import multipart
+from dicomweb.deps import Context, storer
+from dicomweb.dicom_json import MEDIA_TYPE, dumps
+from imaging.errors import ArchiveError
+from imaging.index.extract import valid_uid
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["STOW-RS"])
+
+# PS3.18 Table 10.5.3-2 / PS3.4 Annex B status codes used here.
+FAILURE_PROCESSING = 0x0110
+FAILURE_CANNOT_UNDERSTAND = 0xC000
+FAILURE_MISMATCH = 0xA900
+WARNING_ELEMENTS_DISCARDED = 0xB006
+WARNING_DOES_NOT_MATCH = 0xB007
+# Bytes of an oversized body read and discarded before answering 413, so that a client still sending
+# gets the answer instead of a reset connection.
+DRAIN_LIMIT = 8 * 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    sop_class: str = ""
+    sop_instance: str = ""
+    study: str = ""
+    series: str = ""
+    failure: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _request_body_type(request: Request) -> tuple[str, str | None]:
+    """('multipart', boundary) or ('single', None); raises 415/400 on unsupported or malformed types."""
+    header = request.headers.get("content-type")
+    if not header:
+        raise HTTPException(415, 'Content-Type is required: multipart/related; type="application/dicom"')
+    media = multipart.parse_media_type(header)
+    if media.type == "application/dicom":
+        return "single", None
+    if media.type != "multipart/related":
+        raise HTTPException(415, f"unsupported media type {media.type[:64]}; use multipart/related")
+    part_type = (media.param("type") or "").lower()
+    if not part_type:
+        raise HTTPException(400, "multipart/related needs a type parameter (application/dicom)")
+    if part_type != "application/dicom":
+        raise HTTPException(
+            415, f"unsupported part type {part_type[:64]}; this server stores application/dicom"
+        )
+    boundary = media.param("boundary")
+    if not boundary:
+        raise HTTPException(400, "multipart/related needs a boundary parameter")
+    if len(boundary) > multipart.MAX_BOUNDARY:
+        raise HTTPException(400, "boundary parameter too long")
+    return "multipart", boundary
+
+
+async def _drain(request: Request, already: int) -> None:
+    read = already
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > DRAIN_LIMIT:
+                break
+    except Exception:
+        pass
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+
+
+async def _receive_parts(request: Request, ctx: Context) -> tuple[list[multipart.Part], Any]:
+    """The body's parts and the spool file holding their payloads (the caller closes it)."""
+    kind, boundary = _request_body_type(request)
+    limit = ctx.archive.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_large = int(declared) > limit
+        except ValueError:
+            raise HTTPException(400, "invalid Content-Length") from None
+        if too_large:
+            await _drain(request, 0)
+            raise _too_large(limit)
+    spool_dir = ctx.archive.settings.data_dir / "tmp"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    received = 0
+    if kind == "single":
+        parser = None
+        spool: Any = multipart.tempfile.SpooledTemporaryFile(
+            max_size=multipart.SPOOL_IN_MEMORY, dir=str(spool_dir)
+        )
+        single = multipart.Part({"content-type": "application/dicom"}, spool)
+    else:
+        assert boundary is not None
+        parser = multipart.MultipartParser(boundary, spool_dir=str(spool_dir))
+        spool = parser.spool
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                await _drain(request, received)
+                raise _too_large(limit)
+            if parser is not None:
+                parser.feed(chunk)
+            else:
+                single.write(chunk)
+        if parser is None:
+            if single.size == 0:
+                raise HTTPException(400, "empty request body")
+            return [single], spool
+        parts = parser.finish()
+        if not parts:
+            raise HTTPException(400, "the multipart body has no parts")
+        return parts, spool
+    except multipart.MultipartError as exc:
+        spool.close()
+        raise HTTPException(400, f"malformed multipart body: {exc}") from None
+    except BaseException:
+        spool.close()
+        raise
+
+
+def _identify(data: bytes) -> tuple[str, str, str]:
+    """(SOPClassUID, SOPInstanceUID, StudyInstanceUID) read without the pixel data; blanks if unreadable."""
+    try:
+        ds = dcmread(
+            BytesIO(data), stop_before_pixels=True, specific_tags=[0x00080016, 0x00080018, 0x0020000D]
+        )
+        return (
+            str(ds.get("SOPClassUID", "")),
+            str(ds.get("SOPInstanceUID", "")),
+            str(ds.get("StudyInstanceUID", "")),
+        )
+    except Exception:
+        return "", "", ""
+
+
+def _store_part(ctx: Context, part: multipart.Part, study: str | None) -> Outcome:
+    media = multipart.parse_media_type(part.content_type or "application/dicom")
+    data = part.read()
+    if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
+        # A Part 10 stream without its preamble (pydicom.dcmwrite's default, as dicomweb-client sends):
+        # stored with the 128-byte preamble and "DICM" the file format requires; the rest as received.
+        data = b"\x00" * 128 + b"DICM" + data
+    sop_class, sop_instance, study_uid = _identify(data)
+    outcome = Outcome(
+        sop_class if valid_uid(sop_class) else "", sop_instance if valid_uid(sop_instance) else ""
+    )
+    if media.type != "application/dicom":
+        outcome.failure = FAILURE_CANNOT_UNDERSTAND
+        return outcome
+    if study is not None and study_uid != study:
+        outcome.failure = FAILURE_MISMATCH  # PS3.18: the instance belongs to another study than the URL's
+        return outcome
+    try:
+        result = ctx.archive.ingestor.ingest(data, partition=ctx.partition, source="stow")
+    except ArchiveError as exc:
+        outcome.failure = exc.dimse_status or FAILURE_PROCESSING
+        return outcome
+    except Exception:
+        log.exception("STOW part failed")
+        outcome.failure = FAILURE_PROCESSING
+        return outcome
+    outcome.sop_class = result.sop_class_uid
+    outcome.sop_instance = result.sop_instance_uid
+    outcome.study = result.study_instance_uid
+    outcome.series = result.series_instance_uid
+    outcome.warnings = list(result.warnings)
+    return outcome
+
+
+def _warning_reason(warnings: list[str]) -> int:
+    return WARNING_ELEMENTS_DISCARDED if any("not indexed" in w for w in warnings) else WARNING_DOES_NOT_MATCH
+
+
+def _response(ctx: Context, outcomes: list[Outcome], study: str | None) -> Response:
+    stored = [o for o in outcomes if o.failure is None]
+    failed = [o for o in outcomes if o.failure is not None]
+    body: dict[str, Any] = {}
+    studies = {o.study for o in stored}
+    if study is not None:
+        body["00081190"] = {"vr": "UR", "Value": [ctx.study_url(study)]}
+    elif len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": [ctx.study_url(next(iter(studies)))]}
+    if failed:
+        body["00081198"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": {"vr": "UI", "Value": [o.sop_class]} if o.sop_class else {"vr": "UI"},
+                    "00081155": {"vr": "UI", "Value": [o.sop_instance]} if o.sop_instance else {"vr": "UI"},
+                    "00081197": {"vr": "US", "Value": [o.failure]},
+                }
+                for o in failed
+            ],
+        }
+    if stored:
+        items = []
+        for o in stored:
+            item: dict[str, Any] = {
+                "00081150": {"vr": "UI", "Value": [o.sop_class]},
+                "00081155": {"vr": "UI", "Value": [o.sop_instance]},
+                "00081190": {"vr": "UR", "Value": [ctx.instance_url(o.study, o.series, o.sop_instance)]},
+            }
+            if o.warnings:
+                item["00081196"] = {"vr": "US", "Value": [_warning_reason(o.warnings)]}
+            items.append(item)
+        body["00081199"] = {"vr": "SQ", "Value": items}
+    if not stored:
+        status = 409
+    elif failed or any(o.warnings for o in stored):
+        status = 202
+    else:
+        status = 200
+    return Response(dumps(dict(sorted(body.items()))), status_code=status, media_type=MEDIA_TYPE)
+
+
+async def store(request: Request, ctx: Context, study: str | None) -> Response:
+    if study is not None and not valid_uid(study):
+        raise HTTPException(400, "invalid study UID")
+    parts, spool = await _receive_parts(request, ctx)
+
+    def work() -> list[Outcome]:
+        try:
+            return [_store_part(ctx, part, study) for part in parts]
+        finally:
+            spool.close()
+
+    outcomes = await run_in_threadpool(work)
+    return _response(ctx, outcomes, study)
+
+
+@router.post("/studies", summary="Store instances")
+async def store_instances(request: Request, ctx: Context = Depends(storer)) -> Response:
+    return await store(request, ctx, None)
+
+
+@router.post("/studies/{study}", summary="Store instances of a study")
+async def store_study_instances(study: str, request: Request, ctx: Context = Depends(storer)) -> Response:
+    return await store(request, ctx, study)
