@@ -26,6 +26,7 @@ from imaging.errors import ArchiveError
 log = logging.getLogger(__name__)
 CLINICAL_ROOT = "/dicomweb"
 PROJECT_ROOT = "/projects/{project}/dicomweb"
+SHARE_ROOT = "/shares/{share_token}/dicomweb"
 
 
 class SecurityHeaders:
@@ -59,6 +60,10 @@ def _project(project: str = Path(description="research project (= partition) nam
     return project
 
 
+def _share_token(share_token: str = Path(description="share link token")) -> str:
+    return share_token
+
+
 def create_app(archive: Archive) -> FastAPI:
     settings = archive.settings
     app = FastAPI(
@@ -87,9 +92,13 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(stow.router, prefix=PROJECT_ROOT, dependencies=[Depends(_project)])
     app.include_router(capabilities_router, prefix=CLINICAL_ROOT)
     app.include_router(capabilities_router, prefix=PROJECT_ROOT, dependencies=[Depends(_project)])
-    from dicomweb.routes import shares  # sharing, consent, audit and outbox API (imaging.sharing)
+    # A share link is a read-only DICOMweb root over the studies it names (like a Kheops album token).
+    for module in (qido, wado, rendered):
+        app.include_router(module.router, prefix=SHARE_ROOT, dependencies=[Depends(_share_token)])
+    from dicomweb.routes import research, shares  # REST: sharing, consent, audit, worklist, projects, cohorts
 
     app.include_router(shares.router)
+    app.include_router(research.router)
 
     @app.get("/health", tags=["Health"], summary="Liveness and index reachability (no token)")
     def health() -> JSONResponse:

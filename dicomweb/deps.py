@@ -22,6 +22,8 @@ class Context:
     partition: str
     root: str  # service root URL, e.g. https://host/dicomweb or https://host/projects/p/dicomweb
     principal: Principal
+    # A share link's scope: only these studies answer (None: the whole partition).
+    studies: frozenset[str] | None = None
 
     def study_url(self, study: str) -> str:
         return f"{self.root}/studies/{study}"
@@ -85,7 +87,36 @@ def service_root(request: Request, partition: str) -> str:
     return f"{base}/projects/{partition}/dicomweb"
 
 
+def _share_context(request: Request, token: str, action: Action) -> Context:
+    """`/shares/{token}/dicomweb/...`: the link is the credential; read-only, limited to its studies."""
+    from imaging.sharing.links import record_access, resolve
+
+    archive = get_archive(request)
+    if action is not Action.READ:
+        raise HTTPException(403, "share links are read-only")
+    with archive.db.write() as session:
+        scope = resolve(session, token)
+        if scope is None:
+            raise HTTPException(404, "no such share link, or it expired or was revoked")
+        study = request.path_params.get("study")
+        if study is not None and not scope.allows(str(study)):
+            raise HTTPException(404, "no such study")
+        record_access(
+            session,
+            scope,
+            str(study or ""),
+            what=f"{request.method} {request.url.path.split('/dicomweb', 1)[-1]}",
+            client=request.client.host if request.client else "",
+            query=study is None or request.url.path.endswith(("/series", "/instances")),
+        )
+    root = f"{public_root(request)}/shares/{token}/dicomweb"
+    return Context(archive, scope.partition, root, Principal("share"), scope.study_uids)
+
+
 def _context(request: Request, action: Action) -> Context:
+    token = request.path_params.get("share_token")
+    if token is not None:
+        return _share_context(request, str(token), action)
     archive = get_archive(request)
     partition = partition_of(request)
     principal = authenticate(archive, request)

@@ -128,7 +128,9 @@ _RETURN_COLUMNS: dict[Level, set[str]] = {
     Level.SERIES: _SERIES_MATCH,
     Level.IMAGE: _IMAGE_MATCH,
 }
-_COMPUTED = {"RetrieveURL", "InstanceAvailability"}
+_COMPUTED = {"RetrieveURL", "InstanceAvailability", "ScheduledProcedureStepPriority"}
+# The triage priority of a study is matched and returned as Scheduled Procedure Step Priority (0074,1200).
+TRIAGE_PRIORITY = "ScheduledProcedureStepPriority"
 
 
 class QidoRequest:
@@ -140,6 +142,7 @@ class QidoRequest:
         self.limit: int | None = None
         self.offset = 0
         self.warnings: list[str] = []
+        self.priority: str | None = None
 
 
 def _int_param(name: str, value: str, maximum: int) -> int:
@@ -201,6 +204,13 @@ def parse_request(request: Request, level: Level, max_results: int) -> QidoReque
         except UnknownAttribute as exc:
             raise HTTPException(400, str(exc)) from None
         _check_value(keyword, value)
+        if keyword == TRIAGE_PRIORITY and level is not Level.IMAGE:
+            wanted = [v.strip().upper() for v in value.split("\\") if v.strip()]
+            if any(v not in ("HIGH", "MEDIUM", "LOW") for v in wanted):
+                raise HTTPException(400, f"{TRIAGE_PRIORITY} must be HIGH, MEDIUM or LOW")
+            q.priority = ",".join(wanted) or None
+            q.include.append(keyword)
+            continue
         if keyword == "Modality" and level is Level.STUDY:
             keyword = "ModalitiesInStudy"  # Modality is a series attribute: match the study's modalities
         if keyword in q.keys:
@@ -260,6 +270,10 @@ def _answer(
             if keyword == "InstanceAvailability":
                 body[key] = {"vr": "CS", "Value": ["ONLINE"]}
                 continue
+            if keyword == TRIAGE_PRIORITY:
+                priority = match.study.priority if match.study is not None else ""
+                body[key] = {"vr": "CS", "Value": [priority]} if priority else {"vr": "CS"}
+                continue
             assert match.study is not None
             study_uid = match.study.StudyInstanceUID
             if level is Level.STUDY:
@@ -298,7 +312,14 @@ def search(request: Request, ctx: Context, level: Level, scope: dict[str, str]) 
     capped = q.limit is None or q.limit > maximum
     limit = maximum if capped else q.limit
     query = Query(
-        level=level, keys=q.keys, partition=ctx.partition, fuzzy=q.fuzzy, limit=limit, offset=q.offset
+        level=level,
+        keys=q.keys,
+        partition=ctx.partition,
+        fuzzy=q.fuzzy,
+        limit=limit,
+        offset=q.offset,
+        study_uids=ctx.studies,
+        priority=q.priority,
     )
     plan = _plan(_return_keys(q, level), level)
     headers: dict[str, str] = {}

@@ -18,7 +18,11 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-ALL_TRANSFER_SYNTAXES: list[str] = [str(ts) for ts in AllTransferSyntaxes]
+# pynetdicom, as acceptor, picks the first syntax of *this* list that a context proposes. A modality proposing
+# [JPEG, Explicit LE, Implicit LE] in one context must be answered JPEG, or it converts before sending: so
+# encapsulated syntaxes first, then Explicit LE, Deflated, Implicit LE, and retired Big Endian last.
+_NATIVE = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
+ALL_TRANSFER_SYNTAXES: list[str] = [str(ts) for ts in AllTransferSyntaxes if str(ts) not in _NATIVE] + _NATIVE
 STORAGE_SOP_CLASSES: set[str] = {str(cx.abstract_syntax) for cx in StoragePresentationContexts}
 FIND_MODELS = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
 MOVE_MODELS = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
@@ -32,7 +36,12 @@ def is_storage_sop_class(uid: str) -> bool:
 def scp_contexts(extra_sop_classes: list[str] | None = None) -> list[PresentationContext]:
     contexts = [build_context(Verification)]
     for sop_class in sorted(STORAGE_SOP_CLASSES | set(extra_sop_classes or [])):
-        contexts.append(build_context(sop_class, ALL_TRANSFER_SYNTAXES))
+        cx = build_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        # Accept SCP/SCU role selection: a C-GET requestor proposes storage contexts in which it is the
+        # SCP, and the archive sends its C-STORE sub-operations over them.
+        cx.scu_role = True
+        cx.scp_role = True
+        contexts.append(cx)
     for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
         contexts.append(build_context(model))
     return contexts

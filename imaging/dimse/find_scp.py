@@ -14,10 +14,10 @@ from pynetdicom.sop_class import (
 )
 
 from imaging.archive import Archive
-from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of
+from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of, sequence_keys, sequence_matches
 from imaging.index.attributes import Level
 from imaging.index.matching import InvalidMatchKey
-from imaging.index.query import Query, find, identifier
+from imaging.index.query import Query, find, identifier, representative_metadata
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def handle_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int, Any]]
         request = event.identifier
         level = level_of(request, levels_for(model))
         matching, returned = keys_of(request)
+        in_sequences = sequence_keys(request)
         query = Query(level=level, keys=matching)
         with archive.db.read() as session:
             matches = find(session, query)
@@ -53,6 +54,10 @@ def handle_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int, Any]]
                 if event.is_cancelled:
                     yield CANCEL, None
                     return
+                if in_sequences and not sequence_matches(
+                    representative_metadata(session, match), in_sequences
+                ):
+                    continue
                 ds = identifier(session, match, level, returned)
                 ds.QueryRetrieveLevel = level.value
                 ds.RetrieveAETitle = archive.settings.ae_title

@@ -28,7 +28,11 @@ class Gateway:
         self.archive = archive
         settings = archive.settings
         ae = AE(ae_title=settings.ae_title)
-        ae.supported_contexts = scp_contexts(settings.extra_sop_classes)
+        for cx in scp_contexts(settings.extra_sop_classes):
+            # (the `supported_contexts` setter would drop the SCP/SCU role selection of each context)
+            ae.add_supported_context(
+                str(cx.abstract_syntax), cx.transfer_syntax, scu_role=cx.scu_role, scp_role=cx.scp_role
+            )
         ae.maximum_associations = settings.max_associations
         ae.network_timeout = settings.network_timeout
         ae.acse_timeout = settings.network_timeout

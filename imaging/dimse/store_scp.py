@@ -28,6 +28,7 @@ def handle_store(event: evt.Event, archive: Archive) -> int | Any:
             data,
             source=str(event.assoc.requestor.ae_title),
             expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            expected_sop_class_uid=sop_class,
         )
     except ArchiveError as exc:
         log.warning("C-STORE refused: 0x%04X %s", exc.dimse_status, exc)

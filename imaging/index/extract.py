@@ -71,6 +71,8 @@ def parse(data: bytes) -> ParsedInstance:
         deflated = b"1.2.840.10008.1.2.1.99" in data[:1024]
         ds = dcmread(BytesIO(data), defer_size=None if deflated else BULK_THRESHOLD, force=False)
         transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+        if not deflated:
+            _check_complete(ds, len(data))
         attributes: dict[str, Any] = {}
         for keyword in PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS:
             attributes[keyword] = index_value(ds, keyword)
@@ -90,9 +92,8 @@ def parse(data: bytes) -> ParsedInstance:
     for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not valid_uid(attributes[keyword]):
             raise DataSetMismatch(f"missing or invalid {keyword}")
+    # Warnings answer 0xB000 (coercion): only where the index holds a value other than the one received.
     warnings = []
-    if not attributes["PatientID"]:
-        warnings.append("PatientID empty")
     for keyword, limit in _MAX_LEN.items():
         if len(attributes[keyword]) > limit:
             attributes[keyword] = ""
@@ -131,6 +132,26 @@ def parse(data: bytes) -> ParsedInstance:
         pixel_length=pixel_length,
         warnings=warnings,
     )
+
+
+def _check_complete(ds: Dataset, size: int) -> None:
+    """pydicom stops quietly at a truncated element header and does not read deferred values: a data set
+    cut short would parse. The last top-level element must end exactly where the stream ends."""
+    if not ds._dict:
+        raise CannotUnderstand("empty data set")
+    if 0x00280010 in ds._dict and not any(t in ds._dict for t in (0x7FE00008, 0x7FE00009, PIXEL_DATA)):
+        raise CannotUnderstand("image data set without pixel data: truncated")
+    last = ds._dict[max(ds._dict)]
+    if not isinstance(last, RawDataElement):
+        return  # a parsed sequence: pydicom raised already if an item was cut
+    if last.length != 0xFFFFFFFF:
+        end = last.value_tell + last.length
+    elif last.value is not None:  # encapsulated / undefined length: value up to the Sequence Delimiter
+        end = last.value_tell + len(last.value) + 8
+    else:
+        return
+    if end != size:
+        raise CannotUnderstand("data set truncated or followed by unparsable bytes")
 
 
 def _bulk_uri(elem: Any) -> str:

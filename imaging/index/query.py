@@ -34,6 +34,7 @@ class Query:
     limit: int | None = None
     offset: int = 0
     priority: str | None = None  # triage priority filter (study level and below)
+    study_uids: frozenset[str] | None = None  # a share link's scope: only these studies
 
 
 @dataclass
@@ -67,6 +68,8 @@ def _statement(query: Query) -> Select[Any]:
         stmt = stmt.where(Study.partition == query.partition)
         if query.priority:
             stmt = stmt.where(Study.priority.in_(query.priority.split(",")))
+        if query.study_uids is not None:
+            stmt = stmt.where(Study.StudyInstanceUID.in_(sorted(query.study_uids)))
     else:
         stmt = stmt.where(Patient.partition == query.partition)
         # A patient with no study left is not answered.

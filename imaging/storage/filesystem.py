@@ -1,4 +1,9 @@
-"""Filesystem store, laid out as `<root>/<partition>/<sha[:2]>/<sha[2:4]>/<sha256>`: temp file in the target directory, fsync, rename, fsync the directory.
+"""Filesystem store, laid out as `<root>/<partition>/<sha[:2]>/<sha256>`: temp file in the target directory,
+fsync, rename, fsync the directory.
+
+One level of 256 fan-out directories (not two): a second level means a new directory, and its extra fsyncs,
+for most of the first 65536 objects of a partition; 256 directories are created once and ext4's hashed
+directories hold millions of entries each without slowing down.
 
 A crash at any point leaves either no file or the complete file under its final name; temp files
 (`.tmp-*`) are invisible to readers and swept on start.
@@ -42,15 +47,15 @@ class FilesystemStore:
         if not match:
             raise NotFound("invalid object key")
         partition, digest = match.groups()
-        return self.root / partition / digest[:2] / digest[2:4] / digest
+        return self.root / partition / digest[:2] / digest
 
     def _ensure_dir(self, d: Path) -> None:
         if d in self._known_dirs:
             return
         if not d.is_dir():
             d.mkdir(parents=True, exist_ok=True)
-            # Make the new directory entries themselves durable.
-            for parent in (d.parent, d.parent.parent, d.parent.parent.parent):
+            # Make the new directory entries themselves durable (fan-out dir in partition, partition in root).
+            for parent in (d.parent, d.parent.parent):
                 _fsync_dir(parent)
         self._known_dirs.add(d)
 
@@ -107,15 +112,15 @@ class FilesystemStore:
         _fsync_dir(path.parent)
 
     def keys(self) -> Iterator[str]:
-        for path in self.root.glob("*/??/??/*"):
-            key = f"{path.parent.parent.parent.name}/{path.name}"
+        for path in self.root.glob("*/??/*"):
+            key = f"{path.parent.parent.name}/{path.name}"
             if _KEY.match(key):
                 yield key
 
     def sweep_temporary(self) -> int:
         """Remove temp files left by a crash mid-write (never acknowledged, so nothing is lost)."""
         count = 0
-        for path in self.root.glob("*/??/??/.tmp-*"):
+        for path in self.root.glob("*/??/.tmp-*"):
             path.unlink(missing_ok=True)
             count += 1
         return count

@@ -1,0 +1,131 @@
+"""Triage benchmark (a script, not a test): `python tests/benchmarks/triage/run.py [--threads 2]`.
+
+End-to-end latency of the reference bundle on a 512 x 512 x 300 synthetic chest CT (0.7 x 0.7 x 1.25 mm,
+three planted nodules), split into decode / preprocess / inference / postprocess / encode, median of 3
+runs; then throughput (series per minute) with several series queued, one at a time and batched. On CPU,
+and on CUDA as well when torch.cuda.is_available(). Each run parses the instances afresh from their
+encoded bytes, so decoding is measured and not served from pydicom's pixel cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from imaging.synthetic import SyntheticStudy
+from triage.pipeline import TriagePipeline
+from triage.training.phantom import Nodule, random_phantom
+from triage.training.synthetic_series import phantom_series, series_center_z
+from triage.training.train import REFERENCE_BUNDLE
+
+ROWS, COUNT, PIXEL, THICKNESS = 512, 300, 0.7, 1.25
+
+
+def encoded_series() -> list[bytes]:
+    base = random_phantom(77, z_center=series_center_z(COUNT, THICKNESS), nodule_count=0, noise_hu=25)
+    right, left = base.lungs
+    nodules = (
+        Nodule((right.center_lps[0], right.center_lps[1], right.center_lps[2] + 20), 7.0, 30.0),
+        Nodule((left.center_lps[0], left.center_lps[1] - 15, left.center_lps[2] - 30), 10.0, 30.0),
+        Nodule((left.center_lps[0] + 10, left.center_lps[1] + 30, left.center_lps[2] + 40), 5.0, 30.0),
+    )
+    datasets = phantom_series(
+        dataclasses.replace(base, nodules=nodules),
+        study=SyntheticStudy(),
+        rows=ROWS,
+        columns=ROWS,
+        count=COUNT,
+        pixel_spacing=PIXEL,
+        slice_thickness=THICKNESS,
+    )
+    encoded = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def parse(encoded: list[bytes], series_uid: str | None = None) -> list[Dataset]:
+    datasets = [dcmread(io.BytesIO(b)) for b in encoded]
+    if series_uid:
+        for ds in datasets:
+            ds.SeriesInstanceUID = series_uid
+    return datasets
+
+
+def latency(pipeline: TriagePipeline, encoded: list[bytes], runs: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        started = time.perf_counter()
+        datasets = parse(encoded)
+        parsed = time.perf_counter() - started
+        result = pipeline.run(datasets)
+        total = time.perf_counter() - started
+        for key, value in {"parse": parsed, **result.timings, "total": total}.items():
+            samples.setdefault(key, []).append(value)
+        findings = [(round(f.diameter_mm, 1), round(f.score, 2)) for f in result.findings]
+    report = {key: round(statistics.median(values), 3) for key, values in samples.items()}
+    print(f"  findings (diameter mm, score): {findings}; priority {result.priority}")
+    return report
+
+
+def throughput(pipeline: TriagePipeline, encoded: list[bytes], series: int, batch: int) -> float:
+    pipeline.max_batch = batch
+    queue = [parse(encoded, str(generate_uid())) for _ in range(series)]
+    started = time.perf_counter()
+    results = pipeline.run_many(queue)
+    elapsed = time.perf_counter() - started
+    assert len(results) == series
+    return round(series / elapsed * 60, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--queued", type=int, default=4, help="series queued for the throughput figure")
+    parser.add_argument("--bundle", type=Path, default=REFERENCE_BUNDLE)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    encoded = encoded_series()
+    print(f"synthetic CT {ROWS}x{ROWS}x{COUNT} rendered and encoded in {time.perf_counter() - started:.1f} s")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    figures: dict[str, dict[str, object]] = {}
+    for device in devices:
+        pipeline = TriagePipeline.from_bundle(args.bundle, device=device)
+        label = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} threads"
+        print(f"[{device}] {label}")
+        pipeline.run(parse(encoded))  # warm-up (allocator, cuDNN autotune, lazy imports)
+        lat = latency(pipeline, encoded, args.runs)
+        print(f"  latency, median of {args.runs} (s): {json.dumps(lat)}")
+        sequential = throughput(pipeline, encoded, args.queued, batch=1)
+        batched = throughput(pipeline, encoded, args.queued, batch=args.queued)
+        print(f"  throughput, {args.queued} queued: {sequential} series/min one at a time, {batched} batched")
+        figures[device] = {
+            "device": label,
+            "latency_s": lat,
+            "series_per_minute_sequential": sequential,
+            "series_per_minute_batched": batched,
+        }
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Triage inside the archive, end to end on CPU: dcmtk storescu sends a synthetic chest CT with planted
+nodules and one without; after stability the job runner triages each series, files SR and SEG into the
+source study through the single ingest path, and sets the study priority; the worklist orders them."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from imaging.archive import Archive
+from imaging.config import load_settings
+from imaging.dimse.server import Gateway
+from imaging.index.attributes import Level
+from imaging.index.query import Query, find
+from imaging.index.schema import Job, Study
+from imaging.jobs.setup import build_runner
+from imaging.synthetic import SyntheticStudy, synthetic_patient
+from tests.conftest import require_program
+from tests.triage.conftest import COUNT, PIXEL, ROWS, THICKNESS, planted_phantom
+from triage.records import TriageOutcome
+from triage.training.synthetic_series import phantom_series
+
+pytestmark = [pytest.mark.dcmtk, pytest.mark.slow]
+
+
+def _write(datasets: list[Any], folder: Path) -> list[str]:
+    folder.mkdir(parents=True)
+    paths = []
+    for ds in datasets:
+        path = folder / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(str(path))
+    return paths
+
+
+def _series_modalities(archive: Archive, study_uid: str) -> dict[str, list[Any]]:
+    with archive.db.read() as s:
+        found: dict[str, list[Any]] = {}
+        for m in find(s, Query(level=Level.IMAGE, keys={"StudyInstanceUID": study_uid})):
+            found.setdefault(m.series.Modality, []).append(m.instance)
+        return found
+
+
+def test_storescu_to_flagged_study_with_sr_and_seg(tmp_path: Path) -> None:
+    storescu = require_program("/usr/bin/storescu")
+    dciodvfy = require_program("/usr/bin/dciodvfy")
+    archive = Archive.open(load_settings(data_dir=tmp_path / "data", stability_seconds=0, dev_mode=True))
+    gateway = Gateway(archive)
+    port = gateway.start(host="127.0.0.1", port=0)
+    sick = SyntheticStudy(patient=synthetic_patient(11), StudyDescription="CT CHEST")
+    well = SyntheticStudy(patient=synthetic_patient(12), StudyDescription="CT CHEST")
+    phantom = planted_phantom()
+    geometry = {
+        "rows": ROWS,
+        "columns": ROWS,
+        "count": COUNT,
+        "pixel_spacing": PIXEL,
+        "slice_thickness": THICKNESS,
+    }
+    sick_files = _write(phantom_series(phantom, study=sick, **geometry), tmp_path / "sick")
+    well_files = _write(
+        phantom_series(planted_phantom(nodules=False), study=well, seed=7, **geometry), tmp_path / "well"
+    )
+    try:
+        for files in (sick_files, well_files):
+            subprocess.run(
+                [storescu, "-aec", "IMAGING", "127.0.0.1", str(port), *files], check=True, timeout=300
+            )
+        runner = build_runner(archive)
+        assert "triage" in runner.kinds
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            runner.tick()
+            with archive.db.read() as s:
+                jobs = s.scalars(select(Job).where(Job.kind == "triage")).all()
+            if len(jobs) == 2 and all(j.status == "done" for j in jobs):
+                break
+            time.sleep(0.2)
+        assert [j.status for j in jobs] == ["done", "done"], [j.last_error for j in jobs]
+
+        with archive.db.read() as s:
+            priorities = {st.StudyInstanceUID: st.priority for st in s.scalars(select(Study))}
+            outcomes = {o.StudyInstanceUID: o for o in s.scalars(select(TriageOutcome))}
+        assert priorities[sick.StudyInstanceUID] == "HIGH"
+        assert priorities[well.StudyInstanceUID] == "LOW"  # triaged, not flagged
+        assert outcomes[well.StudyInstanceUID].findings == []
+
+        # Findings match the planted nodules (≥ 6 mm) within tolerance.
+        found = outcomes[sick.StudyInstanceUID].findings
+        for nodule in phantom.nodules:
+            best = min(math.dist(f["position_lps"], nodule.center_lps) for f in found)
+            assert best < 6.0, (nodule, found)
+
+        # SR and SEG were filed into the source study through the ingest path and are valid DICOM.
+        sick_series = _series_modalities(archive, sick.StudyInstanceUID)
+        assert set(sick_series) == {"CT", "SR", "SEG"}
+        assert set(_series_modalities(archive, well.StudyInstanceUID)) == {"CT", "SR"}
+        for modality in ("SR", "SEG"):
+            (instance,) = sick_series[modality]
+            path = archive.object_path(instance.object_key)
+            assert dcmread(path).StudyInstanceUID == sick.StudyInstanceUID
+            report = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=120)
+            errors = [
+                line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")
+            ]
+            assert errors == [], errors
+
+        # Idempotent per (series, bundle version): more rounds add nothing.
+        for _ in range(3):
+            runner.tick()
+        assert len(_series_modalities(archive, sick.StudyInstanceUID)["SR"]) == 1
+    finally:
+        gateway.stop()
+        archive.close()
