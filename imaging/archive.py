@@ -7,6 +7,7 @@ from pathlib import Path
 
 from imaging.config import Settings
 from imaging.index.db import Database
+from imaging.index.schema import CLINICAL
 from imaging.ingest import Ingestor
 from imaging.storage.filesystem import FilesystemStore
 
@@ -31,6 +32,14 @@ class Archive:
 
     def object_path(self, key: str) -> Path:
         return self.store.path_for(key)
+
+    def partition_for(self, called_ae: str) -> str | None:
+        """The partition a called AE title serves: ours → clinical, a project-bound one → that project,
+        anything else → None (refused)."""
+        called = called_ae.strip()
+        if called == self.settings.ae_title:
+            return CLINICAL
+        return self.settings.project_ae_titles.get(called)
 
     def receiving_series(self) -> set[tuple[str, str]]:
         """(partition, SeriesInstanceUID) of every series an open association is sending."""

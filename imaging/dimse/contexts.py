@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydicom.uid import (
     UID,
     AllTransferSyntaxes,
@@ -58,3 +60,11 @@ def scu_contexts(pairs: set[tuple[str, str]]) -> list[PresentationContext]:
             contexts.append(build_context(sop_class, [syntax]))
         contexts.append(build_context(sop_class, [UID("1.2.840.10008.1.2.1"), UID("1.2.840.10008.1.2")]))
     return contexts[:128]
+
+
+def called_ae_title(assoc: Any) -> str:
+    """The AE title the peer called (A-ASSOCIATE-RQ), which may be a project-bound one; pynetdicom's
+    `acceptor.ae_title` is always our own."""
+    primitive = getattr(assoc.requestor, "primitive", None)
+    called = getattr(primitive, "called_ae_title", None) or assoc.acceptor.ae_title
+    return str(called).strip()

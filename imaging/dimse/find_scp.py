@@ -14,6 +14,7 @@ from pynetdicom.sop_class import (
 )
 
 from imaging.archive import Archive
+from imaging.dimse.contexts import called_ae_title
 from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of, sequence_keys, sequence_matches
 from imaging.index.attributes import Level
 from imaging.index.matching import InvalidMatchKey
@@ -46,7 +47,10 @@ def handle_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int, Any]]
         level = level_of(request, levels_for(model))
         matching, returned = keys_of(request)
         in_sequences = sequence_keys(request)
-        query = Query(level=level, keys=matching)
+        partition = archive.partition_for(called_ae_title(event.assoc))
+        if partition is None:
+            raise BadIdentifier("called AE title serves no partition")
+        query = Query(level=level, keys=matching, partition=partition)
         with archive.db.read() as session:
             matches = find(session, query)
             charset = request.get("SpecificCharacterSet")

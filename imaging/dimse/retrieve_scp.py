@@ -23,7 +23,7 @@ from pynetdicom import build_context, evt
 from pynetdicom.sop_class import Verification
 
 from imaging.archive import Archive
-from imaging.dimse.contexts import scu_contexts
+from imaging.dimse.contexts import called_ae_title, scu_contexts
 from imaging.dimse.find_scp import levels_for
 from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of
 from imaging.index.attributes import Level
@@ -93,6 +93,9 @@ def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, 
         matching.get(k) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
     ):
         raise BadIdentifier("a retrieve needs at least one unique key")
+    partition = archive.partition_for(called_ae_title(event.assoc))
+    if partition is None:
+        raise BadIdentifier("called AE title serves no partition")
     with archive.db.read() as session:
         return [
             (
@@ -101,7 +104,7 @@ def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, 
                 m.instance.SOPInstanceUID,
                 m.instance.TransferSyntaxUID,
             )
-            for m in find(session, Query(level=Level.IMAGE, keys=matching))
+            for m in find(session, Query(level=Level.IMAGE, keys=matching, partition=partition))
             if m.instance is not None
         ]
 

@@ -38,7 +38,9 @@ class Gateway:
         ae.acse_timeout = settings.network_timeout
         ae.dimse_timeout = settings.network_timeout
         ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs from the peer
-        ae.require_called_aet = True
+        # Project-bound AE titles are extra called AE titles: each operation checks the called AE
+        # (Archive.partition_for) instead of pynetdicom, which knows only one title.
+        ae.require_called_aet = not settings.project_ae_titles
         if settings.allowed_calling_aets:
             ae.require_calling_aet = list(settings.allowed_calling_aets)
         else:

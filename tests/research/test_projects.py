@@ -195,3 +195,44 @@ def test_deidentify_on_receive_keeps_no_identified_copy(archive: Archive) -> Non
         assert key.startswith("share-only/")
         assert st.patient.PatientID.encode() not in archive.store.read(key)
     assert len(_images(archive, "share-only")) == 3
+
+
+@pytest.mark.dcmtk
+def test_project_bound_ae_title_deidentifies_on_receive(make_archive: Any, db_url: str, tmp_path: Path) -> None:
+    """A share-only node: storescu to the project's AE title stores only the de-identified copy, and
+    C-FIND at that AE title answers from the project's partition."""
+    import subprocess
+
+    from imaging.dimse.server import Gateway
+    from tests.conftest import require_program
+
+    storescu = require_program("/usr/bin/storescu")
+    findscu = require_program("/usr/bin/findscu")
+    archive = make_archive(project_ae_titles={"RESEARCH": "net"})
+    create_project(archive, "net", key=KEY)
+    gateway = Gateway(archive)
+    port = gateway.start(host="127.0.0.1", port=0)
+    st = SyntheticStudy(patient=synthetic_patient(21))
+    files = []
+    for ds in ct_series(st, 3, rows=32, columns=32):
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(str(path))
+    try:
+        subprocess.run([storescu, "-aec", "RESEARCH", "127.0.0.1", str(port), *files], check=True, timeout=120)
+        bad = subprocess.run([storescu, "-aec", "NOBODY", "127.0.0.1", str(port), files[0]], capture_output=True, text=True, timeout=60)
+        found = subprocess.run(
+            [findscu, "-S", "-aec", "RESEARCH", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+             "-k", "PatientID", "127.0.0.1", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        gateway.stop()
+    assert _images(archive) == []  # no identified copy
+    assert len(_images(archive, "net")) == 3
+    assert all(key.startswith("net/") for key in archive.store.keys())
+    assert bad.returncode != 0  # refused: 0x0124 for a called AE title that serves no partition
+    answer = found.stdout + found.stderr
+    assert st.StudyInstanceUID not in answer and st.patient.PatientID not in answer
+    (project_study,) = [m.study.StudyInstanceUID for m in _project_studies(archive, "net")]
+    assert project_study in answer
