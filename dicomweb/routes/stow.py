@@ -21,6 +21,8 @@ from dicomweb.deps import Context, storer
 from dicomweb.dicom_json import MEDIA_TYPE, dumps
 from imaging.errors import ArchiveError
 from imaging.index.extract import valid_uid
+from imaging.index.schema import CLINICAL
+from imaging.projects import receive_into_project
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["STOW-RS"])
@@ -171,7 +173,10 @@ def _store_part(ctx: Context, part: multipart.Part, study: str | None) -> Outcom
         outcome.failure = FAILURE_MISMATCH  # PS3.18: the instance belongs to another study than the URL's
         return outcome
     try:
-        result = ctx.archive.ingestor.ingest(data, partition=ctx.partition, source="stow")
+        if ctx.partition == CLINICAL:
+            result = ctx.archive.ingestor.ingest(data, partition=ctx.partition, source="stow")
+        else:  # a project's STOW root: de-identified on receive, no identified copy is kept
+            result = receive_into_project(ctx.archive, ctx.partition, data, source="stow")
     except ArchiveError as exc:
         outcome.failure = exc.dimse_status or FAILURE_PROCESSING
         return outcome

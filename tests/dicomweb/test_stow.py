@@ -228,6 +228,13 @@ def test_single_part_application_dicom(fresh) -> None:
 
 
 def test_research_project_stow(seeded: Seeded) -> None:
+    """A project's STOW root de-identifies on receive: only the de-identified copy is stored."""
+    from imaging.projects import Project, create_project
+
+    with seeded.archive.db.read() as session:
+        exists = session.query(Project).filter_by(name="lung").count()
+    if not exists:
+        create_project(seeded.archive, "lung", key=bytes(32))
     (ds,) = study(1, patient=77)
     root = f"{seeded.server.url}/projects/lung/dicomweb"
     ct = 'multipart/related; type="application/dicom"; boundary=b0undary'
@@ -237,7 +244,13 @@ def test_research_project_stow(seeded: Seeded) -> None:
         headers={"Content-Type": ct, "Authorization": f"Bearer {seeded.tokens['ingest']}"},
     )
     assert r.status_code == 200
-    assert "/projects/lung/dicomweb/studies/" in r.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+    item = r.json()["00081199"]["Value"][0]
+    assert "/projects/lung/dicomweb/studies/" in item["00081190"]["Value"][0]
+    stored_uid = item["00081155"]["Value"][0]
+    assert stored_uid.startswith("2.25.") and stored_uid != ds.SOPInstanceUID
+    with seeded.archive.db.read() as session:
+        for key in session.scalars(select(Instance.object_key).where(Instance.SOPInstanceUID == stored_uid)):
+            assert ds.PatientID.encode() not in seeded.archive.store.read(key)
     r = httpx.post(
         f"{root}/studies",
         content=body([encode(ds)]),
