@@ -201,7 +201,8 @@ class ViewerFiles:
         if candidate.is_file() and candidate.is_relative_to(root) and candidate.name != MARKER:
             if candidate.name == "index.html":
                 return self._index()
-            if candidate.name.startswith("app.bundle.") and candidate.suffix == ".js":
+            # Every webpack bundle (the app and its workers) carries the public path "/": move it to /viewer/.
+            if ".bundle." in candidate.name and candidate.suffix == ".js":
                 return Response(
                     self._rewritten(candidate, _REWRITE["app.bundle"]), media_type="application/javascript"
                 )

@@ -9,6 +9,7 @@ from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -104,6 +105,11 @@ def parse(data: bytes) -> ParsedInstance:
     pixel_offset = pixel_length = None
     for tag in list(ds._dict):
         raw = ds._dict[tag]
+        if isinstance(raw, RawDataElement) and raw.value is None and _is_sequence(raw):
+            # A sequence is never bulk data (PS3.18 Annex F): give pydicom its bytes to parse; large values
+            # inside its items become BulkDataURIs through to_json_dict below.
+            ds._dict[tag] = raw._replace(value=data[raw.value_tell : raw.value_tell + raw.length])
+            continue
         if isinstance(raw, RawDataElement) and (raw.value is None or tag == PIXEL_DATA):
             bulk[tag] = raw.VR or "OB"
             if tag == PIXEL_DATA and transfer_syntax != DeflatedExplicitVRLittleEndian:
@@ -152,6 +158,15 @@ def _check_complete(ds: Dataset, size: int) -> None:
         return
     if end != size:
         raise CannotUnderstand("data set truncated or followed by unparsable bytes")
+
+
+def _is_sequence(raw: RawDataElement) -> bool:
+    if raw.VR is not None:
+        return bool(raw.VR == "SQ")
+    try:  # implicit VR: the dictionary's
+        return bool(dictionary_VR(raw.tag) == "SQ")
+    except KeyError:
+        return False
 
 
 def _bulk_uri(elem: Any) -> str:
