@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from imaging.archive import Archive
 from imaging.index.schema import CLINICAL, ApiToken, utcnow
@@ -35,6 +35,10 @@ class Principal:
 
 
 DEV = Principal("admin")
+_T = ApiToken.__table__
+_TOKEN_LOOKUP = select(_T.c.token_pk, _T.c.role, _T.c.project, _T.c.expires_at, _T.c.revoked).where(
+    _T.c.token_hash == bindparam("digest")
+)
 _PERMISSIONS: dict[str, set[Action]] = {
     "admin": {Action.READ, Action.STORE},
     "clinician": {Action.READ, Action.STORE},
@@ -63,7 +67,11 @@ def authenticate(archive: Archive, request: Request) -> Principal:
         raise _unauthorized("a bearer token is required")
     digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
     with archive.db.read() as session:
-        row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
+        row = (
+            session.connection()
+            .execute(_TOKEN_LOOKUP, {"digest": digest})
+            .first()  # one indexed lookup (unique hash), without building an ORM object
+        )
         if row is None or row.revoked:
             raise _unauthorized("invalid or revoked token")
         if row.expires_at is not None and row.expires_at <= utcnow():

@@ -63,13 +63,15 @@ def serve(
     from imaging.dimse.server import Gateway
     from imaging.jobs.setup import build_runner
 
-    gateway = Gateway(archive)
-    port = gateway.start()
+    # The job runner first: building it imports the triage stack (torch, MONAI: seconds of CPU under the
+    # GIL), which must not compete with the first associations. The port opens once the server is ready.
     runner = build_runner(archive)
     if settings.broker_url:
         from imaging.jobs.broker import BrokerDispatch
 
         runner.publisher = BrokerDispatch(settings.broker_url, namespace=settings.broker_namespace)
+    gateway = Gateway(archive)
+    port = gateway.start()
     if settings.workers:
         runner.start()
     print(f"DICOM gateway: AE title {settings.ae_title} on {settings.dicom_host}:{port}", flush=True)

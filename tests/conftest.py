@@ -35,3 +35,14 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture(autouse=True)
+def _restore_pydicom_validation() -> object:
+    """dicomweb-client sets pydicom's global validation mode to RAISE and does not restore it when the
+    wrapped call raises; keep that from leaking into later tests."""
+    from pydicom import config
+
+    reading, writing = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    yield
+    config.settings.reading_validation_mode, config.settings.writing_validation_mode = reading, writing

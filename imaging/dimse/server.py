@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -17,6 +18,24 @@ from imaging.dimse.store_scp import handle_released, handle_store
 log = logging.getLogger(__name__)
 # pynetdicom's debug output would print identifiers (PHI): keep it quiet.
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+class _Contexts(list[Any]):
+    """The server's supported contexts, copied cheaply for each new association.
+
+    pynetdicom deep-copies the acceptor's contexts per association; with every storage SOP class in every
+    transfer syntax (thousands of pydicom UIDs, each re-validated on copy) that costs ~0.1 s of CPU under
+    the GIL per association. A context is a few scalars and a list of immutable UIDs: copying the object
+    and its transfer syntax list is the same thing, a hundred times cheaper.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        out = []
+        for cx in self:
+            clone = copy.copy(cx)
+            clone._transfer_syntax = list(cx._transfer_syntax)
+            out.append(clone)
+        return out
 
 
 def _echo(event: evt.Event) -> int:
@@ -65,8 +84,11 @@ class Gateway:
         """Start listening in background threads; returns the bound port (useful with port 0)."""
         settings = self.archive.settings
         address = (host or settings.dicom_host, settings.dicom_port if port is None else port)
-        self.server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
-        return int(self.server.server_address[1])
+        server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        assert server is not None
+        server.contexts = _Contexts(server.contexts)
+        self.server = server
+        return int(server.server_address[1])
 
     def stop(self) -> None:
         if self.server is not None:

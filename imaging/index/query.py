@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,18 +38,33 @@ class Query:
     study_uids: frozenset[str] | None = None  # a share link's scope: only these studies
 
 
+class _Rows:
+    """Per table, a light read-only row type (attribute access like the ORM object, a tuple underneath).
+
+    Matches are only read: building ORM objects with identity map and state for each of the hundred rows
+    of a study list cost more than the query itself.
+    """
+
+    def __init__(self, model: type) -> None:
+        self.columns = list(model.__table__.columns)  # type: ignore[attr-defined]
+        self.type: Any = namedtuple(f"{model.__name__}Row", [c.key for c in self.columns])  # type: ignore[misc]
+
+
+_ROWS: dict[type, _Rows] = {model: _Rows(model) for model in (Patient, Study, Series, Instance)}
+
+
 @dataclass
 class Match:
-    """One matching entity with its ancestors."""
+    """One matching entity with its ancestors (rows with the columns of Patient, Study, Series, Instance)."""
 
-    patient: Patient
-    study: Study | None = None
-    series: Series | None = None
-    instance: Instance | None = None
+    patient: Any
+    study: Any = None
+    series: Any = None
+    instance: Any = None
 
     def value(self, keyword: str) -> Any:
         for row in (self.instance, self.series, self.study, self.patient):
-            if row is not None and keyword in type(row).__mapper__.columns:
+            if row is not None and keyword in row._fields:
                 return getattr(row, keyword)
         return _MISSING
 
@@ -87,18 +103,27 @@ _ORDER: dict[Level, tuple[Any, ...]] = {
 
 
 def find(session: Session, query: Query) -> list[Match]:
-    stmt = _statement(query).order_by(*_ORDER[query.level]).offset(query.offset)
+    models = LEVEL_MODELS[query.level]
+    columns = [c for model in models for c in _ROWS[model].columns]
+    stmt = _statement(query).with_only_columns(*columns).order_by(*_ORDER[query.level]).offset(query.offset)
     if query.limit is not None:
         stmt = stmt.limit(query.limit)
+    slices = []
+    start = 0
+    for model in models:
+        rows = _ROWS[model]
+        slices.append((rows.type._make, start, start + len(rows.columns)))
+        start += len(rows.columns)
     matches = []
-    for row in session.execute(stmt):
-        match = Match(patient=row[-1])
+    for row in session.connection().execute(stmt):
+        entities = [make(row[i:j]) for make, i, j in slices]
+        match = Match(patient=entities[-1])
         if query.level is not Level.PATIENT:
-            match.study = row[-2]
+            match.study = entities[-2]
         if query.level in (Level.SERIES, Level.IMAGE):
-            match.series = row[-3]
+            match.series = entities[-3]
         if query.level is Level.IMAGE:
-            match.instance = row[0]
+            match.instance = entities[0]
         matches.append(match)
     return matches
 
