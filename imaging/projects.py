@@ -89,7 +89,6 @@ def create_project(
 ) -> Project:
     """Create a project; its key is generated (or given, to share pseudonyms with other sites) and
     written with 0600 permissions outside the data directory."""
-    from imaging.deid import DeidOption
 
     if not PROJECT_NAME.match(name) or name == CLINICAL:
         raise ValueError("project names are 1-64 lower-case letters, digits, '-' or '_', not 'clinical'")
@@ -122,7 +121,7 @@ def project_key(archive: Archive, name: str) -> bytes:
 
 def deidentifier_for(archive: Archive, name: str) -> Any:
     """The project's Deidentifier (profile options + key)."""
-    from imaging.deid import DeidOption, DeidProfile, Deidentifier
+    from imaging.deid import Deidentifier, DeidOption, DeidProfile
 
     with archive.db.read() as session:
         project = get_project(session, name)

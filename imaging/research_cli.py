@@ -15,7 +15,9 @@ from imaging.archive import Archive
 from imaging.config import load_settings
 
 project_app = typer.Typer(help="Research projects (de-identified partitions).", no_args_is_help=True)
-cohort_app = typer.Typer(help="Cohorts: saved queries in a project, exported with a manifest.", no_args_is_help=True)
+cohort_app = typer.Typer(
+    help="Cohorts: saved queries in a project, exported with a manifest.", no_args_is_help=True
+)
 console = Console(stderr=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="IMAGING_DATA_DIR")]
 Config = Annotated[Path | None, typer.Option("--config", "-c", envvar="IMAGING_CONFIG")]
@@ -28,9 +30,15 @@ def _archive(config: Path | None, data_dir: Path | None) -> Archive:
 @project_app.command("create")
 def project_create(
     name: str,
-    option: Annotated[list[str], typer.Option(help="PS3.15 option, repeatable (e.g. CLEAN_DESCRIPTORS)")] = [],  # noqa: B006
-    key_file: Annotated[Path | None, typer.Option(help="share pseudonyms with sites holding this key")] = None,
-    reidentification: Annotated[bool, typer.Option(help="keep a re-identification table (admin only)")] = False,
+    option: Annotated[
+        list[str], typer.Option(help="PS3.15 option, repeatable (e.g. CLEAN_DESCRIPTORS)")
+    ] = [],  # noqa: B006
+    key_file: Annotated[
+        Path | None, typer.Option(help="share pseudonyms with sites holding this key")
+    ] = None,
+    reidentification: Annotated[
+        bool, typer.Option(help="keep a re-identification table (admin only)")
+    ] = False,
     description: str = "",
     config: Config = None,
     data_dir: DataDir = None,
@@ -41,9 +49,16 @@ def project_create(
     key = bytes.fromhex(key_file.read_text().strip()) if key_file else None
     archive = _archive(config, data_dir)
     create_project(
-        archive, name, options=option, description=description, key=key, keep_reidentification=reidentification
+        archive,
+        name,
+        options=option,
+        description=description,
+        key=key,
+        keep_reidentification=reidentification,
     )
-    console.print(f"project {name} created; key in {archive.settings.keys_path} (keep it apart from the data)")
+    console.print(
+        f"project {name} created; key in {archive.settings.keys_path} (keep it apart from the data)"
+    )
 
 
 @project_app.command("list")
@@ -88,7 +103,9 @@ def project_publish(
 def cohort_save(
     project: str,
     name: str,
-    filter_: Annotated[list[str], typer.Option("--filter", help="KEY=VALUE (DICOM matching), repeatable")] = [],  # noqa: B006
+    filter_: Annotated[
+        list[str], typer.Option("--filter", help="KEY=VALUE (DICOM matching), repeatable")
+    ] = [],  # noqa: B006
     min_priority: Annotated[str, typer.Option(help="only studies the AI flagged at least this high")] = "",
     config: Config = None,
     data_dir: DataDir = None,
@@ -118,7 +135,9 @@ def cohort_export(
             write_zip(archive, m, f)
         console.print(f"{len(m.series)} series, {m.size} bytes → {output}")
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
         task = bar.add_task("exporting series", total=len(m.series))
         report = export_to_folder(archive, m, output, progress=lambda: bar.advance(task))
     console.print(

@@ -180,7 +180,8 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
         for row, plan in servable:
             assert plan is not None
             try:
-                yield ready.pop(row.instance.instance_pk, None) or _dicom_part(ctx, row, plan[0])
+                pk = row.instance.instance_pk
+                yield ready.pop(pk) if pk in ready else _dicom_part(ctx, row, plan[0])
             except (CannotDecode, NotFound):
                 continue  # already streaming: leave the instance out
 

@@ -126,8 +126,8 @@ def parse(data: bytes) -> ParsedInstance:
         body = ds.to_json_dict(BULK_THRESHOLD, _bulk_uri, suppress_invalid_tags=True)
     except Exception as exc:
         raise CannotUnderstand(f"data set cannot be converted: {type(exc).__name__}") from None
-    for tag, vr in bulk.items():
-        body[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{BULK_PREFIX}{tag:08X}"}
+    for bulk_tag, vr in bulk.items():
+        body[f"{bulk_tag:08X}"] = {"vr": vr, "BulkDataURI": f"{BULK_PREFIX}{bulk_tag:08X}"}
     text = json.dumps(dict(sorted(body.items())), separators=(",", ":"), ensure_ascii=False)
     return ParsedInstance(
         dataset=ds,

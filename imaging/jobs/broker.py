@@ -57,7 +57,9 @@ class BrokerDispatch:
             raise RuntimeError("this process runs no jobs")
         self.runner.run_one(job_pk)
 
-    def worker(self, runner: JobRunner, *, kinds: list[str] | None = None, threads: int = 2) -> dramatiq.Worker:
+    def worker(
+        self, runner: JobRunner, *, kinds: list[str] | None = None, threads: int = 2
+    ) -> dramatiq.Worker:
         """A Dramatiq worker running `runner`'s job kinds (or only `kinds`, e.g. ["triage"] on a GPU node)."""
         self.runner = runner
         chosen = kinds or list(runner.kinds)

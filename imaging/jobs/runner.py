@@ -131,7 +131,11 @@ class JobRunner:
         with self.archive.db.write() as session:
             claimed = session.execute(
                 update(Job)
-                .where(Job.job_pk == job_pk, Job.status.in_(("pending", "queued")), Job.kind.in_(list(self.kinds)))
+                .where(
+                    Job.job_pk == job_pk,
+                    Job.status.in_(("pending", "queued")),
+                    Job.kind.in_(list(self.kinds)),
+                )
                 .values(status="running", attempts=Job.attempts + 1, updated_at=utcnow())
             ).rowcount  # type: ignore[attr-defined]
         if claimed != 1:

@@ -12,9 +12,18 @@ from imaging.sharing import consent
 def test_audit_record_query_and_xml(tmp_path: Path) -> None:
     archive = Archive.open(load_settings(data_dir=tmp_path / "d"))
     with archive.db.write() as s:
-        audit.record(s, audit.AuditEvent.QUERY, user="token:clinician", study_uid="1.2.3", detail="StudyDate=2024")
-        audit.record(s, audit.AuditEvent.INSTANCES_TRANSFERRED, user="system", source="peer:B", study_uid="1.2.3",
-                     patient_ref="PSEUDO1", outcome=audit.Outcome.SERIOUS_FAILURE)
+        audit.record(
+            s, audit.AuditEvent.QUERY, user="token:clinician", study_uid="1.2.3", detail="StudyDate=2024"
+        )
+        audit.record(
+            s,
+            audit.AuditEvent.INSTANCES_TRANSFERRED,
+            user="system",
+            source="peer:B",
+            study_uid="1.2.3",
+            patient_ref="PSEUDO1",
+            outcome=audit.Outcome.SERIOUS_FAILURE,
+        )
     with archive.db.read() as s:
         rows = audit.query(s, study_uid="1.2.3")
         assert [r.event_id for r in rows] == ["110112", "110104"]

@@ -10,7 +10,9 @@ from imaging.config import OverwritePolicy, load_settings
 
 def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml = tmp_path / "imaging.toml"
-    toml.write_text('ae_title = "FROMFILE"\ndicom_port = 1000\nhttp_port = 2000\noverwrite_policy = "overwrite"\n')
+    toml.write_text(
+        'ae_title = "FROMFILE"\ndicom_port = 1000\nhttp_port = 2000\noverwrite_policy = "overwrite"\n'
+    )
     monkeypatch.setenv("IMAGING_DICOM_PORT", "3000")
     s = load_settings(toml, http_port=4000)
     assert s.ae_title == "FROMFILE"  # file beats default

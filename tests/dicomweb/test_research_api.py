@@ -71,7 +71,10 @@ def test_projects_publication_cohorts_over_http(site: Seeded) -> None:
     with _api(site, "clinician") as api:
         assert api.post("/api/projects", json={"name": "lung"}).status_code == 403  # admin only
     with _api(site, "admin") as api:
-        assert api.post("/api/projects", json={"name": "lung", "options": ["CLEAN_DESCRIPTORS"]}).status_code == 201
+        assert (
+            api.post("/api/projects", json={"name": "lung", "options": ["CLEAN_DESCRIPTORS"]}).status_code
+            == 201
+        )
         assert api.post("/api/projects", json={"name": "Bad Name"}).status_code == 400
         (published,) = api.post("/api/projects/lung/publish", json={"study_uids": [source]}).json()
         assert published["status"] == 200 and published["published"] == 3
@@ -82,8 +85,15 @@ def test_projects_publication_cohorts_over_http(site: Seeded) -> None:
         studies = api.get("/projects/lung/dicomweb/studies").json()
         assert [s["0020000D"]["Value"][0] for s in studies] == [published["StudyInstanceUID"]]
         assert api.get("/dicomweb/studies").status_code == 403
-        assert api.put("/projects/lung/cohorts/flagged", json={"filters": {"Modality": "CT"}, "min_priority": "HIGH"}).status_code == 200
-        assert api.put("/projects/lung/cohorts/bad", json={"filters": {"PatientName": "*"}}).status_code == 400
+        assert (
+            api.put(
+                "/projects/lung/cohorts/flagged", json={"filters": {"Modality": "CT"}, "min_priority": "HIGH"}
+            ).status_code
+            == 200
+        )
+        assert (
+            api.put("/projects/lung/cohorts/bad", json={"filters": {"PatientName": "*"}}).status_code == 400
+        )
         manifest = api.get("/projects/lung/cohorts/flagged/manifest").json()
         assert len(manifest["series"]) == 1 and manifest["series"][0]["count"] == 3
         archive = api.get("/projects/lung/cohorts/flagged/zip")
@@ -93,7 +103,9 @@ def test_projects_publication_cohorts_over_http(site: Seeded) -> None:
             for obj in listed["series"][0]["objects"]:
                 name = f"{listed['series'][0]['StudyInstanceUID']}/{listed['series'][0]['SeriesInstanceUID']}/{obj['SOPInstanceUID']}.dcm"
                 assert hashlib.sha256(zf.read(name)).hexdigest() == obj["sha256"]
-        assert api.get("/projects/lung/cohorts/flagged/zip", params={"start_after": "x;drop"}).status_code == 400
+        assert (
+            api.get("/projects/lung/cohorts/flagged/zip", params={"start_after": "x;drop"}).status_code == 400
+        )
     with _api(site, "stranger") as api:
         assert api.get("/projects/lung/cohorts").status_code == 403
 
@@ -110,9 +122,15 @@ def test_share_link_is_a_scoped_read_only_dicomweb_root(site: Seeded) -> None:
         assert anonymous.get(f"{root}/studies/{shared}/metadata").status_code == 200
         assert anonymous.get(f"{root}/studies/{private}/metadata").status_code == 404
         assert anonymous.get(f"{root}/studies/{private}/series").status_code == 404
-        retrieved = anonymous.get(f"{root}/studies/{shared}", headers={"Accept": 'multipart/related; type="application/dicom"'})
+        retrieved = anonymous.get(
+            f"{root}/studies/{shared}", headers={"Accept": 'multipart/related; type="application/dicom"'}
+        )
         assert retrieved.status_code == 200 and retrieved.content.count(b"DICM") == 3
-        assert anonymous.post(f"{root}/studies", content=b"x", headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}).status_code in (404, 405)
+        assert anonymous.post(
+            f"{root}/studies",
+            content=b"x",
+            headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
+        ).status_code in (404, 405)
         assert anonymous.get("/shares/not-a-token/dicomweb/studies").status_code == 404
         with site.archive.db.write() as s:
             assert revoke(s, link.link_pk)

@@ -20,8 +20,14 @@ from imaging.jobs.runner import JobKind, JobRunner, enqueue
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BROKERS = [
-    pytest.param(os.environ.get("IMAGING_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672"), marks=pytest.mark.rabbitmq, id="rabbitmq"),
-    pytest.param(os.environ.get("IMAGING_TEST_REDIS", "redis://127.0.0.1:6379/15"), marks=pytest.mark.redis, id="redis"),
+    pytest.param(
+        os.environ.get("IMAGING_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672"),
+        marks=pytest.mark.rabbitmq,
+        id="rabbitmq",
+    ),
+    pytest.param(
+        os.environ.get("IMAGING_TEST_REDIS", "redis://127.0.0.1:6379/15"), marks=pytest.mark.redis, id="redis"
+    ),
 ]
 
 

@@ -30,7 +30,9 @@ KEY = bytes(range(32))
 def _study(archive: Archive, patient: int, *, series: int = 2, count: int = 3, **kw: Any) -> SyntheticStudy:
     st = SyntheticStudy(patient=synthetic_patient(patient), **kw)
     for n in range(series):
-        for ds in ct_series(st, count, series_number=n + 1, rows=32, columns=32, body_part="CHEST" if n == 0 else "ABDOMEN"):
+        for ds in ct_series(
+            st, count, series_number=n + 1, rows=32, columns=32, body_part="CHEST" if n == 0 else "ABDOMEN"
+        ):
             archive.ingestor.ingest_dataset(ds)
     return st
 
@@ -91,13 +93,17 @@ def test_publication_is_idempotent_and_consistent_across_studies(archive: Archiv
     r3 = publish_study(archive, "p1", other.StudyInstanceUID)
     assert again.study_uid == r1.study_uid
     studies = {m.study.StudyInstanceUID: m for m in _project_studies(archive, "p1")}
-    assert len(studies) == 3 and studies[r1.study_uid].study.NumberOfStudyRelatedInstances == 6  # no duplicates
+    assert (
+        len(studies) == 3 and studies[r1.study_uid].study.NumberOfStudyRelatedInstances == 6
+    )  # no duplicates
     assert r1.patient_pseudonym == r2.patient_pseudonym != r3.patient_pseudonym
     # One date offset per patient: the interval between the patient's two studies is kept.
     assert studies[r1.study_uid].study.StudyDate == studies[r2.study_uid].study.StudyDate
 
 
-def test_same_key_on_two_archives_gives_the_same_pseudonyms(make_archive: Any, db_url: str, tmp_path: Path) -> None:
+def test_same_key_on_two_archives_gives_the_same_pseudonyms(
+    make_archive: Any, db_url: str, tmp_path: Path
+) -> None:
     if db_url:
         pytest.skip("two archives need two databases; covered on SQLite")
     a, b = make_archive(), make_archive()
@@ -163,7 +169,9 @@ def test_cohort_manifest_zip_and_resumable_export(archive: Archive, tmp_path: Pa
         assert len(names) == 1 + 6
         for series in listed["series"]:
             for obj in series["objects"]:
-                data = zf.read(f"{series['StudyInstanceUID']}/{series['SeriesInstanceUID']}/{obj['SOPInstanceUID']}.dcm")
+                data = zf.read(
+                    f"{series['StudyInstanceUID']}/{series['SeriesInstanceUID']}/{obj['SOPInstanceUID']}.dcm"
+                )
                 assert hashlib.sha256(data).hexdigest() == obj["sha256"]
     # Resuming after the first series streams only the rest.
     rest = b"".join(stream_zip(archive, chest, start_after=chest.series[0].SeriesInstanceUID))
@@ -177,7 +185,9 @@ def test_cohort_manifest_zip_and_resumable_export(archive: Archive, tmp_path: Pa
     victim.write_bytes(b"truncated")
     second = export_to_folder(archive, chest, out)
     assert (second.series_written, second.series_skipped) == (1, 1)  # only the damaged series again
-    assert hashlib.sha256(victim.read_bytes()).hexdigest() in {o.sha256 for s in chest.series for o in s.objects}
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() in {
+        o.sha256 for s in chest.series for o in s.objects
+    }
 
 
 def test_deidentify_on_receive_keeps_no_identified_copy(archive: Archive) -> None:
@@ -198,7 +208,9 @@ def test_deidentify_on_receive_keeps_no_identified_copy(archive: Archive) -> Non
 
 
 @pytest.mark.dcmtk
-def test_project_bound_ae_title_deidentifies_on_receive(make_archive: Any, db_url: str, tmp_path: Path) -> None:
+def test_project_bound_ae_title_deidentifies_on_receive(
+    make_archive: Any, db_url: str, tmp_path: Path
+) -> None:
     """A share-only node: storescu to the project's AE title stores only the de-identified copy, and
     C-FIND at that AE title answers from the project's partition."""
     import subprocess
@@ -219,12 +231,33 @@ def test_project_bound_ae_title_deidentifies_on_receive(make_archive: Any, db_ur
         ds.save_as(path, enforce_file_format=True)
         files.append(str(path))
     try:
-        subprocess.run([storescu, "-aec", "RESEARCH", "127.0.0.1", str(port), *files], check=True, timeout=120)
-        bad = subprocess.run([storescu, "-aec", "NOBODY", "127.0.0.1", str(port), files[0]], capture_output=True, text=True, timeout=60)
+        subprocess.run(
+            [storescu, "-aec", "RESEARCH", "127.0.0.1", str(port), *files], check=True, timeout=120
+        )
+        bad = subprocess.run(
+            [storescu, "-aec", "NOBODY", "127.0.0.1", str(port), files[0]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         found = subprocess.run(
-            [findscu, "-S", "-aec", "RESEARCH", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
-             "-k", "PatientID", "127.0.0.1", str(port)],
-            capture_output=True, text=True, timeout=60,
+            [
+                findscu,
+                "-S",
+                "-aec",
+                "RESEARCH",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-k",
+                "PatientID",
+                "127.0.0.1",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         gateway.stop()
