@@ -46,6 +46,12 @@ def pipeline_for(archive: Archive) -> Any:
         return _pipelines[key]
 
 
+def model_version(pipeline: Any) -> str:
+    """What a triage outcome is idempotent on: the bundle's version and its digest (retraining the
+    weights changes the digest, not necessarily the version string)."""
+    return f"{pipeline.bundle_version}+{pipeline.bundle.digest[:12]}"
+
+
 class TriageConsumer:
     name = "triage"
 
@@ -85,19 +91,29 @@ def _series_keys(archive: Archive, partition: str, series_uid: str) -> list[str]
 
 
 def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
-    partition, study_uid, series_uid = payload["partition"], payload["StudyInstanceUID"], payload["SeriesInstanceUID"]
+    partition, study_uid, series_uid = (
+        payload["partition"],
+        payload["StudyInstanceUID"],
+        payload["SeriesInstanceUID"],
+    )
     pipeline = pipeline_for(archive)
     datasets = [dcmread(archive.object_path(k)) for k in _series_keys(archive, partition, series_uid)]
     if not datasets or not pipeline.selects(datasets):
-        _record(archive, partition, study_uid, series_uid, pipeline.bundle_version, None, payload)
+        _record(archive, partition, study_uid, series_uid, model_version(pipeline), None, payload)
         return {"selected": False}
     result = pipeline.run(datasets)
     sr_uid = seg_uid = ""
     if result.sr is not None:
-        sr_uid = archive.ingestor.ingest_dataset(result.sr, partition=partition, source="triage").sop_instance_uid
+        sr_uid = archive.ingestor.ingest_dataset(
+            result.sr, partition=partition, source="triage"
+        ).sop_instance_uid
     if result.seg is not None:
-        seg_uid = archive.ingestor.ingest_dataset(result.seg, partition=partition, source="triage").sop_instance_uid
-    _record(archive, partition, study_uid, series_uid, pipeline.bundle_version, result, payload, sr_uid, seg_uid)
+        seg_uid = archive.ingestor.ingest_dataset(
+            result.seg, partition=partition, source="triage"
+        ).sop_instance_uid
+    _record(
+        archive, partition, study_uid, series_uid, model_version(pipeline), result, payload, sr_uid, seg_uid
+    )
     return {"selected": True, "priority": str(result.priority), "findings": len(result.findings)}
 
 
@@ -122,7 +138,10 @@ def _record(
         )
         if outcome is None:
             outcome = TriageOutcome(
-                partition=partition, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, bundle_version=version
+                partition=partition,
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=series_uid,
+                bundle_version=version,
             )
             session.add(outcome)
         outcome.selected = result is not None
@@ -148,7 +167,10 @@ def _record(
                 study.priority = new
                 session.add(
                     ChangeLog(
-                        kind=ChangeKind.STUDY_PRIORITY, partition=partition, StudyInstanceUID=study_uid, detail=new
+                        kind=ChangeKind.STUDY_PRIORITY,
+                        partition=partition,
+                        StudyInstanceUID=study_uid,
+                        detail=new,
                     )
                 )
 
@@ -159,8 +181,10 @@ def register(runner: JobRunner, archive: Archive) -> None:
     if not archive.settings.triage_enabled:
         return
     try:
-        version = pipeline_for(archive).bundle_version
+        version = model_version(pipeline_for(archive))
     except Exception:
         log.exception("triage bundle could not be loaded: triage disabled")
         return
-    runner.register(TriageConsumer(version), **{JOB_KIND: JobKind(run_triage_job, max_attempts=5, base_delay=5.0)})
+    runner.register(
+        TriageConsumer(version), **{JOB_KIND: JobKind(run_triage_job, max_attempts=5, base_delay=5.0)}
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def test_wrong_pin_refuses_to_load(reference_bundle: Path) -> None:
 def test_tampered_config_changes_the_digest(bundle_copy: Path) -> None:
     pinned = bundle_digest(bundle_copy)
     inference = bundle_copy / "configs" / "inference.json"
-    inference.write_text(inference.read_text().replace('"overlap": 0.25', '"overlap": 0.5'))
+    config = json.loads(inference.read_text())
+    config["inferer"]["overlap"] = 0.5
+    inference.write_text(json.dumps(config))
     with pytest.raises(BundleIntegrityError):
         load_bundle(bundle_copy, expected_sha256=pinned)
 
@@ -70,8 +73,6 @@ class NotAWeight:
 
 
 def test_pickled_objects_in_weights_are_refused(bundle_copy: Path) -> None:
-    import json
-
     weights = bundle_copy / "models" / "model.pt"
     torch.save({"payload": NotAWeight()}, weights)
     metadata_path = bundle_copy / "configs" / "metadata.json"

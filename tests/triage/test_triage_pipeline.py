@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
-from triage_sr_helpers import content_items, measurement_groups, numbers, scoords
+from triage_sr_helpers import concept, content_items, measurement_groups, numbers, scoords
 
 from imaging.synthetic import SyntheticStudy, ct_series
 from tests.conftest import require_program
@@ -47,7 +47,13 @@ def test_nodule_free_series_has_no_findings(clean_result: TriageResult, clean_se
     assert clean_result.priority is Priority.LOW
     assert clean_result.seg is None
     assert clean_result.sr.StudyInstanceUID == clean_series[0].StudyInstanceUID
-    assert measurement_groups(clean_result.sr) == []
+    [group] = measurement_groups(clean_result.sr)  # "Nodule: Absent", stated rather than implied
+    coded = {
+        (concept(i), i.ConceptCodeSequence[0].CodeMeaning)
+        for i in content_items(group)
+        if i.ValueType == "CODE"
+    }
+    assert ("Nodule", "Absent") in coded
 
 
 def test_plain_synthetic_ct_without_lungs_has_no_findings(pipeline: TriagePipeline) -> None:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import io
 import json
+import math
 import statistics
 import sys
 import time
@@ -26,12 +27,15 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from imaging.synthetic import SyntheticStudy
-from triage.pipeline import TriagePipeline
+from triage.pipeline import Finding, TriagePipeline
 from triage.training.phantom import Nodule, random_phantom
 from triage.training.synthetic_series import phantom_series, series_center_z
 from triage.training.train import REFERENCE_BUNDLE
 
 ROWS, COUNT, PIXEL, THICKNESS = 512, 300, 0.7, 1.25
+
+
+PLANTED: list[Nodule] = []
 
 
 def encoded_series() -> list[bytes]:
@@ -42,6 +46,7 @@ def encoded_series() -> list[bytes]:
         Nodule((left.center_lps[0], left.center_lps[1] - 15, left.center_lps[2] - 30), 10.0, 30.0),
         Nodule((left.center_lps[0] + 10, left.center_lps[1] + 30, left.center_lps[2] + 40), 5.0, 30.0),
     )
+    PLANTED[:] = nodules
     datasets = phantom_series(
         dataclasses.replace(base, nodules=nodules),
         study=SyntheticStudy(),
@@ -67,6 +72,11 @@ def parse(encoded: list[bytes], series_uid: str | None = None) -> list[Dataset]:
     return datasets
 
 
+def hit(finding: Finding, nodule: Nodule) -> bool:
+    distance = math.dist(finding.position_lps, nodule.center_lps)
+    return distance <= max(nodule.diameter_mm / 2, 4.0)
+
+
 def latency(pipeline: TriagePipeline, encoded: list[bytes], runs: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {}
     for _ in range(runs):
@@ -77,9 +87,16 @@ def latency(pipeline: TriagePipeline, encoded: list[bytes], runs: int) -> dict[s
         total = time.perf_counter() - started
         for key, value in {"parse": parsed, **result.timings, "total": total}.items():
             samples.setdefault(key, []).append(value)
-        findings = [(round(f.diameter_mm, 1), round(f.score, 2)) for f in result.findings]
+        findings = [
+            (
+                round(f.diameter_mm, 1),
+                round(f.score, 2),
+                [round(n.diameter_mm, 1) for n in PLANTED if hit(f, n)],
+            )
+            for f in result.findings
+        ]
     report = {key: round(statistics.median(values), 3) for key, values in samples.items()}
-    print(f"  findings (diameter mm, score): {findings}; priority {result.priority}")
+    print(f"  findings (diameter mm, score, planted nodule hit): {findings}; priority {result.priority}")
     return report
 
 
