@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +19,20 @@ class Archive:
     db: Database
     store: FilesystemStore
     ingestor: Ingestor
-    # Series currently receiving on an open association: not stable yet, whatever the clock says.
-    receiving: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    # Series currently receiving on an open association: not stable yet, whatever the clock says. Keyed by
+    # id(association) in this process, (pid, id) for associations of extra gateway processes (dimse/processes).
+    receiving: dict[Hashable, set[tuple[str, str]]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings) -> Archive:
+    def open(cls, settings: Settings, *, maintenance: bool = True) -> Archive:
+        """`maintenance=False` (an extra gateway process beside a running server) skips the migration and
+        the sweep of temporary files, which would remove the other processes' files being written."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_url)
-        db.migrate()
         store = FilesystemStore(settings.objects_dir, min_free_bytes=settings.min_free_bytes)
-        store.sweep_temporary()
+        if maintenance:
+            db.migrate()
+            store.sweep_temporary()
         return cls(settings, db, store, Ingestor(db, store, policy=settings.overwrite_policy))
 
     def object_path(self, key: str) -> Path:

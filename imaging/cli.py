@@ -71,7 +71,20 @@ def serve(
 
         runner.publisher = BrokerDispatch(settings.broker_url, namespace=settings.broker_namespace)
     gateway = Gateway(archive)
-    port = gateway.start()
+    extra = None
+    if settings.dimse_processes > 1:
+        from imaging.dimse.processes import GatewayProcesses
+
+        # The extra processes listen before ours (all with SO_REUSEPORT), so that the first associations
+        # are spread too; with port 0, ours binds first and they share the port it got.
+        extra = GatewayProcesses(archive, settings.dimse_processes - 1)
+        if settings.dicom_port:
+            extra.start(settings.dicom_host, settings.dicom_port)
+        port = gateway.start(reuse_port=True)
+        if not settings.dicom_port:
+            extra.start(settings.dicom_host, port)
+    else:
+        port = gateway.start()
     if settings.workers:
         runner.start()
     print(f"DICOM gateway: AE title {settings.ae_title} on {settings.dicom_host}:{port}", flush=True)
@@ -96,6 +109,8 @@ def serve(
     finally:
         runner.stop()
         gateway.stop()
+        if extra is not None:
+            extra.stop()
         archive.close()
 
 

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # C-MOVE / C-GET destinations: AE title -> address.
     remote_aes: list[RemoteAE] = Field(default_factory=list)
     max_associations: int = 32
+    # DIMSE gateway processes sharing the port (SO_REUSEPORT); >1 spreads C-STORE parsing over cores.
+    dimse_processes: int = Field(default=1, ge=1, le=64)
     # Storage SOP classes beyond those pynetdicom knows (private classes), accepted in any transfer syntax.
     extra_sop_classes: list[str] = Field(default_factory=list)
     network_timeout: float = 60.0

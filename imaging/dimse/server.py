@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
+import threading
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
 from imaging.dimse.contexts import scp_contexts
 from imaging.dimse.find_scp import handle_find
 from imaging.dimse.retrieve_scp import handle_get, handle_move
-from imaging.dimse.store_scp import handle_released, handle_store
+from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
 
 log = logging.getLogger(__name__)
 # pynetdicom's debug output would print identifiers (PHI): keep it quiet.
@@ -42,9 +45,21 @@ def _echo(event: evt.Event) -> int:
     return 0x0000
 
 
+class _ReusePortServer(ThreadedAssociationServer):
+    """An association server whose listening socket shares its port with other processes' (SO_REUSEPORT):
+    the kernel spreads incoming connections over them (imaging.dimse.processes)."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class Gateway:
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, *, relay: ReceivingRelay | None = None) -> None:
+        """`relay`: in an extra gateway process, where received series are reported to the parent."""
         self.archive = archive
+        self.relay = relay
         settings = archive.settings
         ae = AE(ae_title=settings.ae_title)
         for cx in scp_contexts(settings.extra_sop_classes):
@@ -69,22 +84,34 @@ class Gateway:
 
     def handlers(self) -> list[Any]:
         a = [self.archive]
+        r = a if self.relay is None else [self.archive, self.relay]
         return [
             (evt.EVT_C_ECHO, _echo),
-            (evt.EVT_C_STORE, handle_store, a),
+            (evt.EVT_C_STORE, handle_store, r),
             (evt.EVT_C_FIND, handle_find, a),
             (evt.EVT_C_MOVE, handle_move, a),
             (evt.EVT_C_GET, handle_get, a),
-            (evt.EVT_RELEASED, handle_released, a),
-            (evt.EVT_ABORTED, handle_released, a),
-            (evt.EVT_CONN_CLOSE, handle_released, a),
+            (evt.EVT_RELEASED, handle_released, r),
+            (evt.EVT_ABORTED, handle_released, r),
+            (evt.EVT_CONN_CLOSE, handle_released, r),
         ]
 
-    def start(self, host: str | None = None, port: int | None = None) -> int:
-        """Start listening in background threads; returns the bound port (useful with port 0)."""
+    def start(self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False) -> int:
+        """Start listening in background threads; returns the bound port (useful with port 0).
+
+        `reuse_port`: bind with SO_REUSEPORT, to share the port with other gateway processes."""
         settings = self.archive.settings
         address = (host or settings.dicom_host, settings.dicom_port if port is None else port)
-        server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        server: ThreadedAssociationServer | None
+        if reuse_port:
+            # AE.start_server(block=False) with our server class (it takes none).
+            server = self.ae.make_server(address, evt_handlers=self.handlers(), server_class=_ReusePortServer)
+            threading.Thread(
+                target=make_target(server.serve_forever), name="AcceptorServer-reuseport", daemon=True
+            ).start()
+            self.ae._servers.append(server)
+        else:
+            server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
         assert server is not None
         server.contexts = _Contexts(server.contexts)
         self.server = server

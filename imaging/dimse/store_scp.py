@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from pynetdicom import evt
 
@@ -19,7 +19,15 @@ WARNING_COERCION = 0xB000
 NOT_AUTHORIZED = 0x0124  # called AE title neither ours nor bound to a project
 
 
-def handle_store(event: evt.Event, archive: Archive) -> int | Any:
+class ReceivingRelay(Protocol):
+    """Where an extra gateway process reports its associations' received series (imaging.dimse.processes)."""
+
+    def add(self, assoc_id: int, partition: str, series_instance_uid: str) -> None: ...
+
+    def release(self, assoc_id: int) -> None: ...
+
+
+def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | None = None) -> int | Any:
     request = event.request
     sop_class = str(request.AffectedSOPClassUID)
     try:
@@ -48,9 +56,14 @@ def handle_store(event: evt.Event, archive: Archive) -> int | Any:
     except Exception:
         log.exception("C-STORE failed")
         return 0xC001
-    archive.receiving.setdefault(id(event.assoc), set()).add((result.partition, result.series_instance_uid))
+    received = archive.receiving.setdefault(id(event.assoc), set())
+    series = (result.partition, result.series_instance_uid)
+    if relay is not None and series not in received:
+        relay.add(id(event.assoc), *series)  # before the Success goes out
+    received.add(series)
     return WARNING_COERCION if result.warnings else SUCCESS
 
 
-def handle_released(event: evt.Event, archive: Archive) -> None:
-    archive.receiving.pop(id(event.assoc), None)
+def handle_released(event: evt.Event, archive: Archive, relay: ReceivingRelay | None = None) -> None:
+    if archive.receiving.pop(id(event.assoc), None) is not None and relay is not None:
+        relay.release(id(event.assoc))

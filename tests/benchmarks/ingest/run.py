@@ -1,12 +1,13 @@
 """C-STORE ingest benchmark: this archive vs Orthanc, side by side, same client, same data, same machine.
 
-    python tests/benchmarks/ingest/run.py [--count 300] [--repeats 3] [--associations 1 4]
+    python tests/benchmarks/ingest/run.py [--count 300] [--repeats 3] [--associations 1 4] [--dimse-processes 2]
 
 Generates N synthetic 512x512 16-bit CT instances (imaging.synthetic, synthetic PHI, ~0.5 MB each), then for
 each server and each association count sends all of them with dcmtk's /usr/bin/storescu (one process per
 association, the files split evenly) to a freshly started server with an empty data dir:
 
-* archive: `imaging serve --no-http` (embedded SQLite index, durable: every Success is fsynced + committed)
+* archive: `imaging serve --no-http` (embedded SQLite index, durable: every Success is fsynced + committed),
+  with `--dimse-processes N` N gateway processes sharing the port (IMAGING_DIMSE_PROCESSES)
 * Orthanc: Debian /usr/sbin/Orthanc with its default SQLite index and file storage, temp config.
 
 Every instance must be acknowledged with Success. Prints instances/s and MB/s (median of the repeats) and the
@@ -64,8 +65,13 @@ def generate(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def start_archive(work: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "IMAGING_WORKERS": "false", "IMAGING_MIN_FREE_BYTES": "0"}
+def start_archive(work: Path, port: int, processes: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    env = {
+        **os.environ,
+        "IMAGING_WORKERS": "false",
+        "IMAGING_MIN_FREE_BYTES": "0",
+        "IMAGING_DIMSE_PROCESSES": str(processes),
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -131,10 +137,13 @@ def send(port: int, aec: str, files: list[Path], associations: int) -> float:
     return elapsed
 
 
-def run_one(kind: str, files: list[Path], associations: int) -> float:
+def run_one(kind: str, files: list[Path], associations: int, processes: int = 1) -> float:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     port = free_port()
-    proc, aec = (start_archive if kind == "archive" else start_orthanc)(work, port)
+    if kind == "archive":
+        proc, aec = start_archive(work, port, processes)
+    else:
+        proc, aec = start_orthanc(work, port)
     try:
         time.sleep(0.5)
         return send(port, aec, files, associations)
@@ -155,6 +164,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--associations", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--only", choices=["archive", "orthanc"], default=None)
+    parser.add_argument(
+        "--dimse-processes", type=int, default=1, help="archive gateway processes (IMAGING_DIMSE_PROCESSES)"
+    )
     args = parser.parse_args()
     for program in (STORESCU, ORTHANC):
         if not shutil.which(program):
@@ -163,14 +175,18 @@ def main() -> None:
     try:
         files = generate(data, args.count)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{args.count} instances, {megabytes:.1f} MB, {os.cpu_count()} CPUs", flush=True)
+        print(
+            f"{args.count} instances, {megabytes:.1f} MB, {os.cpu_count()} CPUs, "
+            f"archive with {args.dimse_processes} gateway process(es)",
+            flush=True,
+        )
         kinds = [args.only] if args.only else ["archive", "orthanc"]
         results: dict[tuple[str, int], float] = {}
         for associations in args.associations:
             for kind in kinds:
                 times = []
                 for _ in range(args.repeats):  # interleaved repeats would be fairer on a busy box
-                    times.append(run_one(kind, files, associations))
+                    times.append(run_one(kind, files, associations, args.dimse_processes))
                 results[(kind, associations)] = statistics.median(times)
                 t = results[(kind, associations)]
                 print(
