@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 
 from imaging.archive import Archive
 from imaging.dimse.contexts import called_ae_title, is_storage_sop_class
@@ -28,7 +29,7 @@ class ReceivingRelay(Protocol):
 
 
 def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | None = None) -> int | Any:
-    request = event.request
+    request = cast(C_STORE, event.request)
     sop_class = str(request.AffectedSOPClassUID)
     try:
         if not is_storage_sop_class(sop_class) and sop_class not in archive.settings.extra_sop_classes:
