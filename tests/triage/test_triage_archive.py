@@ -112,6 +112,24 @@ def test_storescu_to_flagged_study_with_sr_and_seg(tmp_path: Path) -> None:
             ]
             assert errors == [], errors
 
+        # The results are served like any other object: QIDO lists them, the worklist puts the study first.
+        from fastapi.testclient import TestClient
+
+        from dicomweb.app import create_app
+
+        with TestClient(create_app(archive)) as http:
+            series = http.get(f"/dicomweb/studies/{sick.StudyInstanceUID}/series").json()
+            assert sorted(s["00080060"]["Value"][0] for s in series) == ["CT", "SEG", "SR"]
+            flagged = http.get("/dicomweb/studies", params={"ScheduledProcedureStepPriority": "HIGH"}).json()
+            assert [s["0020000D"]["Value"][0] for s in flagged] == [sick.StudyInstanceUID]
+            worklist = http.get("/api/worklist").json()
+            assert [w["0020000D"]["Value"][0] for w in worklist] == [
+                sick.StudyInstanceUID,
+                well.StudyInstanceUID,
+            ]
+            findings = http.get(f"/api/triage/studies/{sick.StudyInstanceUID}").json()
+            assert findings["priority"] == "HIGH" and any(o["findings"] for o in findings["series"])
+
         # Idempotent per (series, bundle version): more rounds add nothing.
         for _ in range(3):
             runner.tick()
