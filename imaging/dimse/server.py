@@ -13,7 +13,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
-from imaging.dimse.contexts import scp_contexts
+from imaging.dimse.contexts import called_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
 from imaging.dimse.retrieve_scp import handle_get, handle_move
 from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
@@ -43,6 +43,13 @@ class _Contexts(list[Any]):
 
 def _echo(event: evt.Event) -> int:
     return 0x0000
+
+
+def _check_called_ae(event: evt.Event, archive: Archive) -> None:
+    """With project-bound AE titles pynetdicom's single-title check is off; refuse an unknown called AE
+    title here, before negotiation (A-ASSOCIATE-RJ: rejected-permanent, service-user, 0x07)."""
+    if archive.partition_for(called_ae_title(event.assoc)) is None:
+        event.assoc.acse.send_reject(0x01, 0x01, 0x07)
 
 
 class _ReusePortServer(ThreadedAssociationServer):
@@ -86,6 +93,7 @@ class Gateway:
         a = [self.archive]
         r = a if self.relay is None else [self.archive, self.relay]
         return [
+            (evt.EVT_REQUESTED, _check_called_ae, a),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, handle_store, r),
             (evt.EVT_C_FIND, handle_find, a),
