@@ -348,3 +348,27 @@ __all__ = [
     "unique_copy",
     "write_synthetic_study",
 ]
+
+
+# --------------------------------------------------------------------------------- subprocess server
+def serve_subprocess(
+    data_dir: Path, port: int, log: Path, *, timeout: float = 60.0, **settings: str
+) -> subprocess.Popen[bytes]:
+    """`imaging serve --no-http --dev` in a child process (workers off); `settings` become IMAGING_* env
+    variables. Returns once the gateway says it listens."""
+    import sys
+    import time
+
+    env = {**os.environ, "IMAGING_WORKERS": "false", "IMAGING_MIN_FREE_BYTES": "0"}
+    env.update({f"IMAGING_{k.upper()}": v for k, v in settings.items()})
+    command = [sys.executable, "-m", "imaging.cli", "serve", "--no-http", "--dev"]
+    command += ["--data-dir", str(data_dir), "--dicom-port", str(port)]
+    proc = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "DICOM gateway" in log.read_text(errors="replace"):
+            return proc
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start: " + log.read_text())

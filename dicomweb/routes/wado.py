@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dicomweb import multipart
@@ -59,11 +59,12 @@ def check_uids(**uids: str | None) -> None:
             raise HTTPException(400, f"invalid {name} UID")
 
 
-def find_instances(
-    session: Session, ctx: Context, study: str, series: str | None = None, sop: str | None = None
-) -> list[Row]:
+def _select_instances(
+    columns: tuple[Any, ...], ctx: Context, study: str, series: str | None, sop: str | None
+) -> Select[Any]:
+    """`columns` of the instances a WADO path names, in series then instance order."""
     stmt = (
-        select(Instance, Series.SeriesInstanceUID, Study.StudyInstanceUID)
+        select(*columns)
         .join(Series, Series.series_pk == Instance.series_pk)
         .join(Study, Study.study_pk == Series.study_pk)
         .where(Study.partition == ctx.partition, Study.StudyInstanceUID == study)
@@ -72,10 +73,22 @@ def find_instances(
         stmt = stmt.where(Series.SeriesInstanceUID == series)
     if sop is not None:
         stmt = stmt.where(Instance.SOPInstanceUID == sop)
-    stmt = stmt.order_by(Series.SeriesNumber, Series.series_pk, Instance.InstanceNumber, Instance.instance_pk)
-    rows = [Row(i, se, st) for i, se, st in session.execute(stmt)]
+    return stmt.order_by(Series.SeriesNumber, Series.series_pk, Instance.InstanceNumber, Instance.instance_pk)
+
+
+def _not_found(series: str | None, sop: str | None) -> NotFound:
+    return NotFound("no such " + ("instance" if sop else "series" if series else "study"))
+
+
+def find_instances(
+    session: Session, ctx: Context, study: str, series: str | None = None, sop: str | None = None
+) -> list[Row]:
+    columns = (Instance, Series.SeriesInstanceUID, Study.StudyInstanceUID)
+    rows = [
+        Row(i, se, st) for i, se, st in session.execute(_select_instances(columns, ctx, study, series, sop))
+    ]
     if not rows:
-        raise NotFound("no such " + ("instance" if sop else "series" if series else "study"))
+        raise _not_found(series, sop)
     return rows
 
 
@@ -226,21 +239,11 @@ def _check_json_accept(request: Request) -> None:
 def metadata(request: Request, ctx: Context, study: str, series: str | None, sop: str | None) -> Response:
     check_uids(study=study, series=series, instance=sop)
     _check_json_accept(request)
-    stmt = (
-        select(Instance.metadata_json, Instance.SOPInstanceUID, Series.SeriesInstanceUID)
-        .join(Series, Series.series_pk == Instance.series_pk)
-        .join(Study, Study.study_pk == Series.study_pk)
-        .where(Study.partition == ctx.partition, Study.StudyInstanceUID == study)
-    )
-    if series is not None:
-        stmt = stmt.where(Series.SeriesInstanceUID == series)
-    if sop is not None:
-        stmt = stmt.where(Instance.SOPInstanceUID == sop)
-    stmt = stmt.order_by(Series.SeriesNumber, Series.series_pk, Instance.InstanceNumber, Instance.instance_pk)
+    columns = (Instance.metadata_json, Instance.SOPInstanceUID, Series.SeriesInstanceUID)
     with ctx.archive.db.read() as session:
-        rows = session.execute(stmt).all()
+        rows = session.execute(_select_instances(columns, ctx, study, series, sop)).all()
     if not rows:
-        raise NotFound("no such " + ("instance" if sop else "series" if series else "study"))
+        raise _not_found(series, sop)
     series_root = f"{ctx.root}/studies/{study}/series/"
     body = json_array(
         instance_metadata(blob, f"{series_root}{se}/instances/{uid}/bulk") for blob, uid, se in rows

@@ -5,11 +5,9 @@ unindexed: `fsck --repair` adopts them, after which fsck is clean."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,39 +26,11 @@ from tests.archive_fixtures import (
     echo,
     free_port,
     require_program,
+    serve_subprocess,
     write_synthetic_study,
 )
 
 pytestmark = [pytest.mark.dcmtk, pytest.mark.slow]
-
-
-def _serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "IMAGING_WORKERS": "false", "IMAGING_MIN_FREE_BYTES": "0"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imaging.cli",
-            "serve",
-            "--no-http",
-            "--dev",
-            "--data-dir",
-            str(data_dir),
-            "--dicom-port",
-            str(port),
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "DICOM gateway" in log.read_text(errors="replace"):
-            return proc
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start: " + log.read_text())
 
 
 def _acknowledged(log: str) -> list[str]:
@@ -85,7 +55,7 @@ def test_sigkill_mid_ingest_loses_nothing_acknowledged(tmp_path):
         write_synthetic_study(tmp_path / f"g{i}", series=1, per_series=40, patient=i, rows=256)
         for i in range(4)
     ]
-    server = _serve(data_dir, port, server_log)
+    server = serve_subprocess(data_dir, port, server_log)
     logs = [tmp_path / f"storescu{i}.log" for i in range(4)]
     clients = [
         subprocess.Popen(
@@ -111,7 +81,7 @@ def test_sigkill_mid_ingest_loses_nothing_acknowledged(tmp_path):
 
     # Restart the server: it comes up, sweeps temp files, serves.
     restart_log = tmp_path / "server-restart.log"
-    server = _serve(data_dir, port, restart_log)
+    server = serve_subprocess(data_dir, port, restart_log)
     try:
         assert echo(port)
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.archive_fixtures import (
     free_port,
     require_program,
     run,
+    serve_subprocess,
     write_synthetic_study,
 )
 
@@ -70,40 +70,6 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def _serve(data_dir: Path, port: int, log: Path, processes: int = 2) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "IMAGING_WORKERS": "false",
-        "IMAGING_MIN_FREE_BYTES": "0",
-        "IMAGING_DIMSE_PROCESSES": str(processes),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imaging.cli",
-            "serve",
-            "--no-http",
-            "--dev",
-            "--data-dir",
-            str(data_dir),
-            "--dicom-port",
-            str(port),
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if "DICOM gateway" in log.read_text(errors="replace"):
-            return proc
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start: " + log.read_text())
-
-
 def _gone(pids: set[int], timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,7 +89,7 @@ def test_four_associations_over_two_processes(tmp_path):
         write_synthetic_study(tmp_path / f"g{i}", series=2, per_series=10, patient=i + 1, rows=64)
         for i in range(4)
     ]
-    server = _serve(data_dir, port, log)
+    server = serve_subprocess(data_dir, port, log, timeout=90, dimse_processes="2")
     try:
         children = _children(server.pid)  # all of them must go with the server
         assert len(_gateways(server.pid)) == 1, "one extra gateway process"
@@ -171,7 +137,9 @@ def test_four_associations_over_two_processes(tmp_path):
 
 
 def test_children_die_with_a_killed_server(tmp_path):
-    server = _serve(tmp_path / "data", free_port(), tmp_path / "server.log", processes=3)
+    server = serve_subprocess(
+        tmp_path / "data", free_port(), tmp_path / "server.log", timeout=90, dimse_processes="3"
+    )
     children = _children(server.pid)
     assert len(_gateways(server.pid)) == 2
     server.send_signal(signal.SIGKILL)
