@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +16,7 @@ from sqlalchemy import func, select
 
 from imaging.archive import Archive
 from imaging.config import Settings, load_settings
+from imaging.lifecycle import wait_until_terminated
 
 app = typer.Typer(help="Medical imaging sharing archive with AI triage.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -72,28 +71,23 @@ def serve(
         runner.publisher = BrokerDispatch(settings.broker_url, namespace=settings.broker_namespace)
     gateway = Gateway(archive)
     extra = None
-    if settings.dimse_processes > 1:
+    processes = settings.gateway_processes()
+    if processes > 1:
         from imaging.dimse.processes import GatewayProcesses
 
-        # The extra processes listen before ours (all with SO_REUSEPORT), so that the first associations
-        # are spread too; with port 0, ours binds first and they share the port it got.
-        extra = GatewayProcesses(archive, settings.dimse_processes - 1)
-        if settings.dicom_port:
-            extra.start(settings.dicom_host, settings.dicom_port)
-        port = gateway.start(reuse_port=True)
-        if not settings.dicom_port:
-            extra.start(settings.dicom_host, port)
+        # Our gateway accepts every connection and hands each to the least-loaded process.
+        extra = GatewayProcesses(archive, processes - 1)
+        port = gateway.start(dispatcher=extra.dispatcher)
+        extra.start(settings.dicom_host, port)
     else:
         port = gateway.start()
     if settings.workers:
         runner.start()
     print(f"DICOM gateway: AE title {settings.ae_title} on {settings.dicom_host}:{port}", flush=True)
-    stop = threading.Event()
     try:
         if no_http:
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
             print("HTTP disabled", flush=True)
-            stop.wait()
+            wait_until_terminated()
         else:
             import uvicorn
 
@@ -129,8 +123,6 @@ def worker(
     runner = build_runner(archive)
     if kind:
         runner.kinds = {k: v for k, v in runner.kinds.items() if k in kind}
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     dispatch = None
     if archive.settings.broker_url:
         from imaging.jobs.broker import BrokerDispatch
@@ -142,7 +134,7 @@ def worker(
         runner.start()
     print("worker running; job kinds: " + ", ".join(sorted(runner.kinds)), flush=True)
     try:
-        stop.wait()
+        wait_until_terminated()
     except KeyboardInterrupt:
         pass
     finally:

@@ -14,6 +14,10 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# dimse_processes=0 takes one gateway process per core, up to this many (each holds its own index connection
+# pool and ~100 MB of interpreter).
+MAX_AUTO_DIMSE_PROCESSES = 8
+
 
 class OverwritePolicy(StrEnum):
     """What to do when a different object arrives under a SOP Instance UID already stored."""
@@ -54,8 +58,9 @@ class Settings(BaseSettings):
     # C-MOVE / C-GET destinations: AE title -> address.
     remote_aes: list[RemoteAE] = Field(default_factory=list)
     max_associations: int = 32
-    # DIMSE gateway processes sharing the port (SO_REUSEPORT); >1 spreads C-STORE parsing over cores.
-    dimse_processes: int = Field(default=1, ge=1, le=64)
+    # DIMSE gateway processes: the server process accepts and hands each connection to the least-loaded one,
+    # spreading C-STORE work over cores. 0: one per CPU core available, at most MAX_AUTO_DIMSE_PROCESSES.
+    dimse_processes: int = Field(default=0, ge=0, le=64)
     # Storage SOP classes beyond those pynetdicom knows (private classes), accepted in any transfer syntax.
     extra_sop_classes: list[str] = Field(default_factory=list)
     network_timeout: float = 60.0
@@ -122,6 +127,12 @@ class Settings(BaseSettings):
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    def gateway_processes(self) -> int:
+        """How many DIMSE gateway processes to run (`dimse_processes`, 0 = one per available core)."""
+        if self.dimse_processes:
+            return self.dimse_processes
+        return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_DIMSE_PROCESSES))
 
     def remote_ae(self, ae_title: str) -> RemoteAE | None:
         return next((r for r in self.remote_aes if r.ae_title == ae_title.strip()), None)

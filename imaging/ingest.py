@@ -3,17 +3,18 @@ parse → validate → store durably → index → change log. Success is return
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from imaging.config import OverwritePolicy
 from imaging.errors import ArchiveError, DataSetMismatch, DuplicateConflict, OutOfResources
@@ -21,7 +22,7 @@ from imaging.index.db import Database
 from imaging.index.extract import ParsedInstance, parse
 from imaging.index.schema import CLINICAL
 from imaging.index.writer import Disposition, Recorded, key_referenced, record_instance, record_rejection
-from imaging.storage.base import InstanceStore
+from imaging.storage.base import InstanceStore, StagedObject
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,11 +54,11 @@ class GroupCommitter:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future[Any]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def run(self, work: Callable[[Session], T]) -> T:
+    def run(self, work: Callable[[Connection], T]) -> T:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
@@ -77,21 +78,21 @@ class GroupCommitter:
                     break
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
         if len(batch) == 1:
             work, future = batch[0]
             try:
-                future.set_result(self.db.transaction(work))
+                future.set_result(self.db.core_transaction(work))
             except BaseException as exc:
                 future.set_exception(exc)
             return
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         try:
-            with self.db.write() as session:
+            with self.db.write_connection() as conn:
                 for work, future in batch:
                     try:
-                        with session.begin_nested():
-                            outcomes.append((future, True, work(session)))
+                        with conn.begin_nested():
+                            outcomes.append((future, True, work(conn)))
                     except ArchiveError as exc:  # refused item: its savepoint is rolled back, the rest go on
                         outcomes.append((future, False, exc))
         except Exception:
@@ -99,7 +100,7 @@ class GroupCommitter:
             # each item on its own, with the usual retries, so each gets its own precise outcome.
             for work, future in batch:
                 try:
-                    future.set_result(self.db.transaction(work))
+                    future.set_result(self.db.core_transaction(work))
                 except BaseException as exc:
                     future.set_exception(exc)
             return
@@ -118,6 +119,8 @@ class Ingestor:
         self.store = store
         self.policy = policy
         self.committer = GroupCommitter(db)
+        # One thread per concurrent ingest is enough (each waits for its own write).
+        self._stager = ThreadPoolExecutor(max_workers=32, thread_name_prefix="stage")
 
     def ingest(
         self,
@@ -129,16 +132,26 @@ class Ingestor:
         expected_sop_class_uid: str | None = None,
     ) -> IngestResult:
         """Store `data` (a Part 10 stream: preamble optional, file meta required) exactly as received."""
-        parsed = parse(data)
-        if expected_sop_instance_uid is not None and parsed.sop_instance_uid != expected_sop_instance_uid:
-            raise DataSetMismatch("SOP Instance UID differs from the request's")
-        if expected_sop_class_uid is not None and parsed.attributes["SOPClassUID"] != expected_sop_class_uid:
-            raise DataSetMismatch("SOP Class UID differs from the request's")
-        stored = self.store.put(data, partition)  # durable before the index points at it
+        # The bytes are written and synced (GIL released) while this thread parses them; they become visible
+        # under their key only once they parsed, and durable before the index points at them.
+        staging = self._stager.submit(self.store.stage, data, partition)
+        try:
+            parsed = parse(data)
+            if expected_sop_instance_uid is not None and parsed.sop_instance_uid != expected_sop_instance_uid:
+                raise DataSetMismatch("SOP Instance UID differs from the request's")
+            if (
+                expected_sop_class_uid is not None
+                and parsed.attributes["SOPClassUID"] != expected_sop_class_uid
+            ):
+                raise DataSetMismatch("SOP Class UID differs from the request's")
+        except BaseException:
+            _discard(self.store, staging)
+            raise
+        stored = self.store.publish(staging.result())
 
-        def work(session: Session) -> Recorded:
+        def work(conn: Connection) -> Recorded:
             return record_instance(
-                session, parsed, stored, partition=partition, policy=self.policy, source=source
+                conn, parsed, stored, partition=partition, policy=self.policy, source=source
             )
 
         try:
@@ -179,6 +192,12 @@ class Ingestor:
             self.store.delete(key)
         except Exception:  # best effort: fsck reports what is left
             log.warning("could not remove unreferenced object %s", key)
+
+
+def _discard(store: InstanceStore, staging: Future[StagedObject]) -> None:
+    """Remove what a failed ingest staged, once the write is over (a failed write left nothing)."""
+    with contextlib.suppress(Exception):  # the write itself failed: it left nothing behind
+        store.discard(staging.result())
 
 
 def _disk_full(exc: Exception) -> bool:

@@ -1,27 +1,33 @@
-"""Extra DIMSE gateway processes (Settings.dimse_processes > 1): C-STORE parsing spread over cores.
+"""DIMSE gateway processes (Settings.dimse_processes): C-STORE work spread over cores.
 
-Ingest is CPU-bound under one GIL (pynetdicom's receive loop, pydicom parsing). With N processes, the server
-process runs its own gateway plus N-1 children (multiprocessing, spawn), each with its own Archive opened from
-the same Settings and its own gateway bound with SO_REUSEPORT on the same host:port; the kernel spreads the
-incoming connections over the N listening sockets (by a hash of the client address and port, not by load).
-Durability is unchanged: every process writes files and commits to the shared index exactly as one does alone.
+Ingest is CPU-bound under one GIL: pynetdicom's receive loop alone costs ~5 ms of CPU per 0.5 MB instance, and
+parsing, indexing and storing as much again. With N processes, the server process still listens on the DIMSE
+port and accepts every connection, but hands each accepted connection to whichever of the N (itself or one of
+its N-1 children) has the fewest open connections: the socket is passed over a Unix socket pair (SCM_RIGHTS),
+and the child serves it as if it had accepted it. Unlike SO_REUSEPORT, which spreads connections by a hash of
+the client's address, four associations over two processes always end up two and two.
 
-The children run no job runner. Stability (in the server process) must still wait for association release:
-each child reports its open associations' received series over a queue ("add"/"release" messages), which a
-thread of the server process applies to `archive.receiving`, keyed by (pid, association id). A child that
-dies takes its entries with it and is started again.
+Each child has its own Archive opened from the same Settings; durability is unchanged: every process writes
+files and commits to the shared index exactly as one does alone. The children run no job runner. Stability (in
+the server process) must still wait for association release: each child reports its open associations'
+received series over a queue ("add"/"release" messages), which a thread of the server process applies to
+`archive.receiving`, keyed by (pid, association id); it also reports each closed connection ("closed"), which
+keeps the load counts right. A child that dies takes its entries with it and is started again.
 
-A child dies with its parent: PR_SET_PDEATHSIG on Linux, and a thread watching the parent's sentinel.
+A child dies with its parent: PR_SET_PDEATHSIG on Linux, a thread watching the parent's sentinel, and the end
+of its socket pair.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -31,6 +37,7 @@ from typing import Any
 
 from imaging.archive import Archive
 from imaging.config import Settings
+from imaging.lifecycle import wait_until_terminated
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,9 @@ class QueueRelay:
     def release(self, assoc_id: int) -> None:
         self.messages.put(("release", self.pid, assoc_id))
 
+    def closed(self) -> None:
+        self.messages.put(("closed", self.pid))
+
 
 def apply_message(receiving: dict[Hashable, set[tuple[str, str]]], message: Message) -> None:
     """Parent side: apply one relay message to `archive.receiving`."""
@@ -66,6 +76,76 @@ def forget_process(receiving: dict[Hashable, set[tuple[str, str]]], pid: int) ->
     """Drop what a dead child was receiving: its associations died with it."""
     for key in [k for k in list(receiving) if isinstance(k, tuple) and k[0] == pid]:
         receiving.pop(key, None)
+
+
+class Dispatcher:
+    """Server side: chooses, for each accepted connection, the process with the fewest open connections.
+
+    `load` counts connections handed to each process (this one under its own pid) and not yet closed. On a
+    tie a child is chosen: the server process also answers HTTP and runs the jobs.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.load: dict[int, int] = {self.pid: 0}
+        self.channels: dict[int, socket.socket] = {}
+        self._lock = threading.Lock()
+
+    def add_worker(self, pid: int, channel: socket.socket) -> None:
+        with self._lock:
+            self.channels[pid] = channel
+            self.load[pid] = 0
+
+    def remove_worker(self, pid: int) -> None:
+        with self._lock:
+            channel = self.channels.pop(pid, None)
+            self.load.pop(pid, None)
+        if channel is not None:
+            channel.close()
+
+    def hand_off(self, connection: socket.socket, address: Any) -> bool:
+        """Give `connection` to the least-loaded process. False: this process is to serve it itself."""
+        with self._lock:
+            pid = min(self.load, key=lambda p: (self.load[p], p == self.pid))
+            self.load[pid] += 1
+            channel = self.channels.get(pid)
+        if channel is None:
+            return False
+        try:
+            payload = json.dumps(list(address) if isinstance(address, tuple) else address).encode()
+            socket.send_fds(channel, [payload], [connection.fileno()])
+        except OSError:  # the child died: serve it here; the watcher restarts the child
+            log.warning("could not hand a connection to gateway process %d", pid)
+            self.closed(pid)
+            with self._lock:
+                self.load[self.pid] += 1
+            return False
+        connection.close()  # the child has its own descriptor; close ours without shutting the connection
+        return True
+
+    def closed(self, pid: int) -> None:
+        with self._lock:
+            if self.load.get(pid, 0) > 0:
+                self.load[pid] -= 1
+
+    def local_closed(self) -> None:
+        self.closed(self.pid)
+
+
+def receive_connections(channel: socket.socket, serve: Any, stop: threading.Event) -> None:
+    """Child side: serve every connection the server process hands over, until the pair is closed."""
+    while not stop.is_set():
+        try:
+            payload, fds, _flags, _ = socket.recv_fds(channel, 4096, 1)
+        except OSError:
+            break
+        if not payload and not fds:  # the server process closed its end: it is gone or stopping
+            break
+        for fd in fds:
+            connection = socket.socket(fileno=fd)
+            address = json.loads(payload)
+            serve(connection, tuple(address) if isinstance(address, list) else address)
+    stop.set()
 
 
 def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
@@ -89,22 +169,30 @@ def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def child_main(settings: Settings, host: str, port: int, messages: Any, parent_pid: int) -> None:
-    """An extra gateway process: serve DIMSE on the shared port until SIGTERM or the parent's death."""
+def child_main(
+    settings: Settings, address: tuple[str, int], channel: socket.socket, messages: Any, parent_pid: int
+) -> None:
+    """An extra gateway process: serve the connections handed over until SIGTERM or the parent's death."""
     from imaging.dimse.server import Gateway
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = threading.Event()  # set by the parent watcher or the end of the socket pair
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     _die_with_parent(parent_pid, stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     messages.cancel_join_thread()  # exiting never waits on a parent that stopped reading
     archive = Archive.open(settings, maintenance=False)
-    gateway = Gateway(archive, relay=QueueRelay(messages))
+    relay = QueueRelay(messages)
+    gateway = Gateway(archive, relay=relay, on_connection_closed=relay.closed)
+    server = gateway.start_without_listening(address)
+    threading.Thread(
+        target=receive_connections,
+        args=(channel, server.process_request, stop),
+        name="dimse-handoff",
+        daemon=True,
+    ).start()
     try:
-        gateway.start(host, port, reuse_port=True)
         messages.put(("ready", os.getpid()))
-        stop.wait()
+        wait_until_terminated(stop)
     finally:
         gateway.stop()
         archive.close()
@@ -121,14 +209,16 @@ class GatewayProcesses:
         self.context = multiprocessing.get_context("spawn")
         self.messages: Any = self.context.Queue()
         self.processes: dict[int, BaseProcess] = {}
-        self.host = ""
-        self.port = 0
+        self.dispatcher = Dispatcher()
+        self.address: tuple[str, int] = ("", 0)
+        self._channels: dict[int, socket.socket] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, host: str, port: int, timeout: float = 120.0) -> None:
-        """Start `count` processes serving host:port and wait until each listens."""
-        self.host, self.port = host, port
+        """Start `count` processes for the gateway listening on host:port and wait until each is ready;
+        only then are connections handed to them."""
+        self.address = (host, port)
         for _ in range(self.count):
             self._spawn()
         ready: set[int] = set()
@@ -145,23 +235,35 @@ class GatewayProcesses:
                 message = self.messages.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self._apply(message)
             if message[0] == "ready":
                 ready.add(message[1])
-            else:
-                apply_message(self.archive.receiving, message)
         self._thread = threading.Thread(target=self._loop, name="dimse-processes", daemon=True)
         self._thread.start()
 
     def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = self.context.Process(
             target=child_main,
-            args=(self.archive.settings, self.host, self.port, self.messages, os.getpid()),
+            args=(self.archive.settings, self.address, theirs, self.messages, os.getpid()),
             name="imaging-dimse",
             daemon=True,
         )
         process.start()
+        theirs.close()
         assert process.pid is not None
         self.processes[process.pid] = process
+        self._channels[process.pid] = ours
+
+    def _apply(self, message: Message) -> None:
+        if message[0] == "ready":
+            channel = self._channels.pop(message[1], None)
+            if channel is not None:
+                self.dispatcher.add_worker(message[1], channel)
+        elif message[0] == "closed":
+            self.dispatcher.closed(message[1])
+        else:
+            apply_message(self.archive.receiving, message)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -171,23 +273,32 @@ class GatewayProcesses:
                 message = None
             except (EOFError, OSError):
                 return
-            if message is not None and message[0] != "ready":
-                apply_message(self.archive.receiving, message)
+            if message is not None:
+                self._apply(message)
             for pid, process in list(self.processes.items()):
                 if process.is_alive() or self._stop.is_set():
                     continue
                 log.warning("DIMSE gateway process %d exited with %s: restarting it", pid, process.exitcode)
-                del self.processes[pid]
-                forget_process(self.archive.receiving, pid)
+                self._forget(pid)
                 time.sleep(self.RESTART_DELAY)
                 if not self._stop.is_set():
                     self._spawn()
+
+    def _forget(self, pid: int) -> None:
+        self.processes.pop(pid, None)
+        self.dispatcher.remove_worker(pid)
+        channel = self._channels.pop(pid, None)
+        if channel is not None:
+            channel.close()
+        forget_process(self.archive.receiving, pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every child and wait for it (SIGKILL past `timeout`)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        for pid in list(self.processes):
+            self.dispatcher.remove_worker(pid)  # no more connections for it
         for process in self.processes.values():
             if process.is_alive():
                 process.terminate()
@@ -198,5 +309,4 @@ class GatewayProcesses:
                 process.kill()
                 process.join(1)
         for pid in list(self.processes):
-            forget_process(self.archive.receiving, pid)
-        self.processes.clear()
+            self._forget(pid)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import socket
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -18,9 +18,14 @@ from imaging.dimse.find_scp import handle_find
 from imaging.dimse.retrieve_scp import handle_get, handle_move
 from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
 
+if TYPE_CHECKING:
+    from imaging.dimse.processes import Dispatcher
+
 log = logging.getLogger(__name__)
-# pynetdicom's debug output would print identifiers (PHI): keep it quiet.
+# pynetdicom's debug output would print identifiers (PHI): keep it quiet. Its standard handlers also decode
+# every message to format those lines, logged or not (~10% of a C-STORE's CPU): bind none.
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+_config.LOG_HANDLER_LEVEL = "none"
 
 
 class _Contexts(list[Any]):
@@ -52,21 +57,51 @@ def _check_called_ae(event: evt.Event, archive: Archive) -> None:
         event.assoc.acse.send_reject(0x01, 0x01, 0x07)
 
 
-class _ReusePortServer(ThreadedAssociationServer):
-    """An association server whose listening socket shares its port with other processes' (SO_REUSEPORT):
-    the kernel spreads incoming connections over them (imaging.dimse.processes)."""
+class _DispatchingServer(ThreadedAssociationServer):
+    """The listening server of a multi-process gateway: each accepted connection goes to the least-loaded
+    gateway process, this one included (imaging.dimse.processes)."""
+
+    dispatcher: Dispatcher
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.dispatcher.hand_off(request, client_address):
+            super().process_request(request, client_address)
+
+
+class _HandoffServer(ThreadedAssociationServer):
+    """A child gateway process's server: it listens on nothing; the server process hands it connections."""
 
     def server_bind(self) -> None:
-        assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+    def shutdown(self) -> None:  # no serve_forever loop to wait for
+        self.server_close()
+        self.ae._servers.remove(self)
+
+
+def _closed_once(event: evt.Event, callback: Callable[[], None]) -> None:
+    """EVT_CONN_CLOSE, counted once per association whichever state machine path reports it."""
+    if not getattr(event.assoc, "_imaging_closed", False):
+        event.assoc._imaging_closed = True  # type: ignore[attr-defined]
+        callback()
 
 
 class Gateway:
-    def __init__(self, archive: Archive, *, relay: ReceivingRelay | None = None) -> None:
-        """`relay`: in an extra gateway process, where received series are reported to the parent."""
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        relay: ReceivingRelay | None = None,
+        on_connection_closed: Callable[[], None] | None = None,
+    ) -> None:
+        """`relay`: in an extra gateway process, where received series are reported to the parent.
+        `on_connection_closed`: called once per closed connection (the load count of imaging.dimse.processes)."""
         self.archive = archive
         self.relay = relay
+        self.on_connection_closed = on_connection_closed
         settings = archive.settings
         ae = AE(ae_title=settings.ae_title)
         for cx in scp_contexts(settings.extra_sop_classes):
@@ -92,7 +127,7 @@ class Gateway:
     def handlers(self) -> list[Any]:
         a = [self.archive]
         r = a if self.relay is None else [self.archive, self.relay]
-        return [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, _check_called_ae, a),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, handle_store, r),
@@ -103,27 +138,49 @@ class Gateway:
             (evt.EVT_ABORTED, handle_released, r),
             (evt.EVT_CONN_CLOSE, handle_released, r),
         ]
+        if self.on_connection_closed is not None:
+            handlers.append((evt.EVT_CONN_CLOSE, _closed_once, [self.on_connection_closed]))
+        return handlers
 
-    def start(self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False) -> int:
+    def start(
+        self, host: str | None = None, port: int | None = None, *, dispatcher: Dispatcher | None = None
+    ) -> int:
         """Start listening in background threads; returns the bound port (useful with port 0).
 
-        `reuse_port`: bind with SO_REUSEPORT, to share the port with other gateway processes."""
+        `dispatcher`: hand accepted connections to other gateway processes (imaging.dimse.processes)."""
         settings = self.archive.settings
         address = (host or settings.dicom_host, settings.dicom_port if port is None else port)
-        server: ThreadedAssociationServer | None
-        if reuse_port:
-            # AE.start_server(block=False) with our server class (it takes none).
-            server = self.ae.make_server(address, evt_handlers=self.handlers(), server_class=_ReusePortServer)
-            threading.Thread(
-                target=make_target(server.serve_forever), name="AcceptorServer-reuseport", daemon=True
-            ).start()
-            self.ae._servers.append(server)
-        else:
+        if dispatcher is None:
             server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        else:
+            if self.on_connection_closed is None:
+                self.on_connection_closed = dispatcher.local_closed
+            server = self._start_server(address, _DispatchingServer, listen=True)
+            cast(_DispatchingServer, server).dispatcher = dispatcher
         assert server is not None
         server.contexts = _Contexts(server.contexts)
         self.server = server
         return int(server.server_address[1])
+
+    def start_without_listening(self, address: tuple[str, int]) -> ThreadedAssociationServer:
+        """In a child gateway process: a server for connections accepted by the server process on `address`;
+        hand each to its `process_request`."""
+        server = self._start_server(address, _HandoffServer, listen=False)
+        server.contexts = _Contexts(server.contexts)
+        self.server = server
+        return server
+
+    def _start_server(
+        self, address: tuple[str, int], server_class: type[ThreadedAssociationServer], *, listen: bool
+    ) -> ThreadedAssociationServer:
+        # AE.start_server(block=False), with our server class (it takes none).
+        server = self.ae.make_server(address, evt_handlers=self.handlers(), server_class=server_class)
+        if listen:
+            threading.Thread(
+                target=make_target(server.serve_forever), name="AcceptorServer", daemon=True
+            ).start()
+        self.ae._servers.append(server)
+        return cast(ThreadedAssociationServer, server)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from io import BytesIO
 from typing import Any, Protocol, cast
 
 from pynetdicom import evt
@@ -10,6 +11,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from imaging.archive import Archive
 from imaging.dimse.contexts import called_ae_title, is_storage_sop_class
+from imaging.dimse.part10 import part10
 from imaging.errors import ArchiveError, SOPClassNotSupported
 from imaging.index.schema import CLINICAL
 
@@ -37,7 +39,12 @@ def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | Non
         partition = archive.partition_for(called_ae_title(event.assoc))
         if partition is None:
             return NOT_AUTHORIZED
-        data = event.encoded_dataset(include_meta=True)
+        data = part10(
+            sop_class,
+            str(request.AffectedSOPInstanceUID),
+            str(event.context.transfer_syntax),
+            cast(BytesIO, request.DataSet).getvalue(),
+        )
         calling = str(event.assoc.requestor.ae_title).strip()
         if partition != CLINICAL:
             # A project-bound AE title: de-identified on receive, no identified copy is kept.

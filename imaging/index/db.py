@@ -6,15 +6,18 @@ writers never deadlock on a lock upgrade) while readers keep WAL's non-blocking 
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,13 +47,55 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+class WriterLock:
+    """One SQLite writer at a time across processes, handed over as soon as it is free.
+
+    SQLite's busy handler waits for a locked database by sleeping 1, 2, 5, 10... up to 100 ms between tries:
+    with several gateway processes committing, those sleeps left the cores idle a fifth of the time. The
+    archive's writers first take an flock on a file beside the database, and the kernel wakes the next
+    waiter when it is released. Reentrant within a thread; anything else writing (a sqlite3 shell) still
+    meets SQLite's own lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)  # type: ignore[arg-type]  # blocks without the GIL
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None and self._depth == 0:
+                os.close(self._fd)
+                self._fd = None
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.writer_lock: WriterLock | None = None
         if self.is_sqlite:
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            database = self.write_engine.url.database
+            if database and database != ":memory:":
+                self.writer_lock = WriterLock(Path(f"{database}-writer.lock"))
         else:
             self.write_engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
             self.read_engine = self.write_engine
@@ -64,10 +109,19 @@ class Database:
         cfg.attributes["engine"] = self.write_engine
         command.upgrade(cfg, "head")
 
+    def _writer_turn(self) -> AbstractContextManager[None]:
+        return self.writer_lock.held() if self.writer_lock is not None else nullcontext()
+
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._writer() as session, session.begin():
+        with self._writer_turn(), self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A write transaction on a bare Connection, for Core statements (the ingest path): no ORM session."""
+        with self._writer_turn(), self.write_engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -76,10 +130,20 @@ class Database:
 
     def transaction(self, work: Callable[[Session], T], attempts: int = 5) -> T:
         """Run `work` in a write transaction, retrying when a concurrent writer won a unique-key race."""
+        return self._retrying(self.write, work, attempts)
+
+    def core_transaction(self, work: Callable[[Connection], T], attempts: int = 5) -> T:
+        """`transaction` on a bare Connection (Core statements only)."""
+        return self._retrying(self.write_connection, work, attempts)
+
+    @staticmethod
+    def _retrying(
+        begin: Callable[[], AbstractContextManager[Any]], work: Callable[[Any], T], attempts: int
+    ) -> T:
         for attempt in range(attempts):
             try:
-                with self.write() as session:
-                    return work(session)
+                with begin() as handle:
+                    return work(handle)
             except (IntegrityError, OperationalError) as exc:
                 if attempt == attempts - 1 or not _retryable(exc):
                     raise
@@ -87,6 +151,8 @@ class Database:
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:
+        if self.writer_lock is not None:
+            self.writer_lock.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

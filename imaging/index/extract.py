@@ -9,14 +9,14 @@ from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from imaging.errors import CannotUnderstand, DataSetMismatch
+from imaging.errors import ArchiveError, CannotUnderstand, DataSetMismatch
+from imaging.index import json_model
 from imaging.index.attributes import INSTANCE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS
 
 PIXEL_DATA = 0x7FE00010
@@ -52,16 +52,22 @@ def index_value(ds: Dataset, keyword: str) -> Any:
     value = ds.get(keyword)
     if value is None or value == "":
         return None if keyword in _INTEGER_KEYS else ""
+    value = list(value) if isinstance(value, MultiValue | list) else [value]
+    return _column_value(keyword, value)
+
+
+def _column_value(keyword: str, values: list[Any]) -> Any:
     if keyword in _INTEGER_KEYS:
         try:
-            return int(value)
+            return int(values[0]) if len(values) == 1 else None
         except (TypeError, ValueError):
             return None
-    if isinstance(value, MultiValue | list):
-        return "\\".join(str(v) for v in value)
-    return str(value)
+    return "\\".join(str(v) for v in values)
 
 
+_INDEX_TAGS = {
+    k: int(tag_for_keyword(k) or 0) for k in PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS
+}
 _INTEGER_KEYS = {"SeriesNumber", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames"}
 _MAX_LEN = {"PatientBirthDate": 8, "StudyDate": 8, "SeriesDate": 8, "ContentDate": 8}
 
@@ -74,19 +80,16 @@ def parse(data: bytes) -> ParsedInstance:
         transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
         if not deflated:
             _check_complete(ds, len(data))
+        bulk, pixel_offset, pixel_length = _take_bulk(ds, data, transfer_syntax)
+        body, values = json_model.encode(ds, BULK_THRESHOLD, _bulk_uri)
         attributes: dict[str, Any] = {}
-        for keyword in PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS:
-            attributes[keyword] = index_value(ds, keyword)
-    except (
-        InvalidDicomError,
-        AttributeError,
-        KeyError,
-        ValueError,
-        TypeError,
-        OverflowError,
-        EOFError,
-    ) as exc:
-        raise CannotUnderstand(f"data set cannot be parsed: {type(exc).__name__}") from None
+        for keyword, tag in _INDEX_TAGS.items():
+            if tag in values:
+                attributes[keyword] = _column_value(keyword, values[tag])
+            else:  # not decoded by json_model (or absent): pydicom's value
+                attributes[keyword] = index_value(ds, keyword)
+    except ArchiveError:
+        raise
     except Exception as exc:  # pydicom raises assorted errors on hostile input
         raise CannotUnderstand(f"data set cannot be parsed: {type(exc).__name__}") from None
 
@@ -100,32 +103,8 @@ def parse(data: bytes) -> ParsedInstance:
             attributes[keyword] = ""
             warnings.append(f"{keyword} not a valid date; not indexed")
 
-    # Bulk values (deferred, not read) become BulkDataURIs in the metadata cache.
-    bulk: dict[int, str] = {}
-    pixel_offset = pixel_length = None
-    for tag in list(ds._dict):
-        raw = ds._dict[tag]
-        if isinstance(raw, RawDataElement) and raw.value is None and _is_sequence(raw):
-            # A sequence is never bulk data (PS3.18 Annex F): give pydicom its bytes to parse; large values
-            # inside its items become BulkDataURIs through to_json_dict below.
-            ds._dict[tag] = raw._replace(value=data[raw.value_tell : raw.value_tell + raw.length])
-            continue
-        if isinstance(raw, RawDataElement) and (raw.value is None or tag == PIXEL_DATA):
-            bulk[tag] = raw.VR or "OB"
-            if tag == PIXEL_DATA and transfer_syntax != DeflatedExplicitVRLittleEndian:
-                pixel_offset = raw.value_tell
-                pixel_length = None if raw.length == 0xFFFFFFFF else raw.length
-            del ds[tag]
-    if PIXEL_DATA not in bulk and PIXEL_DATA in ds:
-        bulk[PIXEL_DATA] = ds[PIXEL_DATA].VR
-        del ds[PIXEL_DATA]
     if pixel_offset is not None and pixel_length is None:
         pixel_length = len(data) - pixel_offset  # encapsulated: items up to the sequence delimiter
-
-    try:
-        body = ds.to_json_dict(BULK_THRESHOLD, _bulk_uri, suppress_invalid_tags=True)
-    except Exception as exc:
-        raise CannotUnderstand(f"data set cannot be converted: {type(exc).__name__}") from None
     for bulk_tag, vr in bulk.items():
         body[f"{bulk_tag:08X}"] = {"vr": vr, "BulkDataURI": f"{BULK_PREFIX}{bulk_tag:08X}"}
     text = json.dumps(dict(sorted(body.items())), separators=(",", ":"), ensure_ascii=False)
@@ -138,6 +117,32 @@ def parse(data: bytes) -> ParsedInstance:
         pixel_length=pixel_length,
         warnings=warnings,
     )
+
+
+def _take_bulk(
+    ds: Dataset, data: bytes, transfer_syntax: str
+) -> tuple[dict[int, str], int | None, int | None]:
+    """Take the bulk values (deferred, not read) out of `ds`: {tag: VR} for their BulkDataURIs in the metadata
+    cache, and the pixel data's byte range in `data` (its length None when encapsulated)."""
+    bulk: dict[int, str] = {}
+    pixel_offset = pixel_length = None
+    for tag in list(ds._dict):
+        raw = ds._dict[tag]
+        if isinstance(raw, RawDataElement) and raw.value is None and _is_sequence(raw):
+            # A sequence is never bulk data (PS3.18 Annex F): give pydicom its bytes to parse; large values
+            # inside its items become BulkDataURIs through to_json_dict.
+            ds._dict[tag] = raw._replace(value=data[raw.value_tell : raw.value_tell + raw.length])
+            continue
+        if isinstance(raw, RawDataElement) and (raw.value is None or tag == PIXEL_DATA):
+            bulk[tag] = raw.VR or "OB"
+            if tag == PIXEL_DATA and transfer_syntax != DeflatedExplicitVRLittleEndian:
+                pixel_offset = raw.value_tell
+                pixel_length = None if raw.length == 0xFFFFFFFF else raw.length
+            del ds[tag]
+    if PIXEL_DATA not in bulk and PIXEL_DATA in ds:
+        bulk[PIXEL_DATA] = ds[PIXEL_DATA].VR
+        del ds[PIXEL_DATA]
+    return bulk, pixel_offset, pixel_length
 
 
 def _check_complete(ds: Dataset, size: int) -> None:

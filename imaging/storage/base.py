@@ -15,10 +15,29 @@ class StoredObject:
     created: bool  # False when identical content was already stored
 
 
+@dataclass(frozen=True)
+class StagedObject:
+    """Bytes on stable storage under a name no reader sees, until published (or discarded)."""
+
+    key: str
+    size: int
+    temp: str | None  # None when identical content is already stored: nothing to publish
+
+
 class InstanceStore(Protocol):
     def put(self, data: bytes, partition: str) -> StoredObject:
         """Store durably; return only once the bytes are on stable storage."""
         ...
+
+    def stage(self, data: bytes, partition: str) -> StagedObject:
+        """The first half of `put`: write and sync the bytes where no reader sees them."""
+        ...
+
+    def publish(self, staged: StagedObject) -> StoredObject:
+        """The second half of `put`: make a staged object visible under its key, durably."""
+        ...
+
+    def discard(self, staged: StagedObject) -> None: ...
 
     def open(self, key: str) -> BinaryIO: ...
 

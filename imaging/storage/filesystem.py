@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imaging.errors import NotFound, OutOfResources
-from imaging.storage.base import StoredObject
+from imaging.storage.base import StagedObject, StoredObject
 
 _KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})/([0-9a-f]{64})$")
 _PARTITION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -60,12 +60,15 @@ class FilesystemStore:
         self._known_dirs.add(d)
 
     def put(self, data: bytes, partition: str) -> StoredObject:
+        return self.publish(self.stage(data, partition))
+
+    def stage(self, data: bytes, partition: str) -> StagedObject:
         if not _PARTITION.match(partition):
             raise ValueError("invalid partition name")
         key = f"{partition}/{hashlib.sha256(data).hexdigest()}"
         final = self.path_for(key)
         if final.exists() and final.stat().st_size == len(data):
-            return StoredObject(key, len(data), created=False)
+            return StagedObject(key, len(data), None)
         if self.free_bytes() - len(data) < self.min_free_bytes:
             raise OutOfResources("storage is full")
         self._ensure_dir(final.parent)
@@ -79,14 +82,28 @@ class FilesystemStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, final)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             if exc.errno in (28, 122):  # ENOSPC, EDQUOT
                 raise OutOfResources("storage is full") from None
             raise
+        return StagedObject(key, len(data), tmp)
+
+    def publish(self, staged: StagedObject) -> StoredObject:
+        if staged.temp is None:
+            return StoredObject(staged.key, staged.size, created=False)
+        final = self.path_for(staged.key)
+        try:
+            os.replace(staged.temp, final)
+        except OSError:
+            Path(staged.temp).unlink(missing_ok=True)
+            raise
         _fsync_dir(final.parent)
-        return StoredObject(key, len(data), created=True)
+        return StoredObject(staged.key, staged.size, created=True)
+
+    def discard(self, staged: StagedObject) -> None:
+        if staged.temp is not None:
+            Path(staged.temp).unlink(missing_ok=True)
 
     def open(self, key: str) -> BinaryIO:
         try:

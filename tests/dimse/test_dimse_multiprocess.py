@@ -1,5 +1,5 @@
-"""The multi-process DIMSE gateway (IMAGING_DIMSE_PROCESSES > 1): `imaging serve` with extra gateway
-processes on the same port (SO_REUSEPORT). 4 parallel dcmtk storescu store every instance (indexed,
+"""The multi-process DIMSE gateway (IMAGING_DIMSE_PROCESSES > 1): `imaging serve` hands accepted connections
+to extra gateway processes. 4 parallel dcmtk storescu store every instance (indexed,
 byte-identical), C-FIND finds them, and no child outlives the server (SIGTERM or SIGKILL). A series received by
 a child over an open association is not marked stable until the association is released."""
 
@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from imaging.archive import Archive
 from imaging.config import load_settings
-from imaging.dimse.processes import GatewayProcesses, QueueRelay, apply_message, forget_process
+from imaging.dimse.processes import Dispatcher, GatewayProcesses, QueueRelay, apply_message, forget_process
+from imaging.dimse.server import Gateway
 from imaging.index.schema import Instance, Series
 from imaging.jobs.stability import mark_stable
 from tests.archive_fixtures import (
@@ -176,38 +177,109 @@ def test_relay_messages_keep_series_receiving(make_archive, tmp_path):
 
 
 def test_series_received_by_a_child_is_not_stable_before_release(make_archive, tmp_path):
+    """Two associations at once: the first goes to the child, the second (the child now busier) stays in the
+    server process. The child's series is not stable until its association is released."""
     from pynetdicom import AE, build_context
 
     archive = make_archive(network_timeout=20.0)
-    files = write_synthetic_study(tmp_path / "s", series=1, per_series=2)
-    port = free_port()
+    files = write_synthetic_study(tmp_path / "s", series=2, per_series=2)
     extra = GatewayProcesses(archive, 1)
+    gateway = Gateway(archive)
+    port = gateway.start("127.0.0.1", 0, dispatcher=extra.dispatcher)
     extra.start("127.0.0.1", port)
     try:
         ae = AE(ae_title=CLIENT_AE)
         meta = dcmread(files[0], stop_before_pixels=True).file_meta
         ae.requested_contexts = [build_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])]
-        assoc = ae.associate("127.0.0.1", port, ae_title=ARCHIVE_AE)
-        assert assoc.is_established
+        first = ae.associate("127.0.0.1", port, ae_title=ARCHIVE_AE)
+        second = ae.associate("127.0.0.1", port, ae_title=ARCHIVE_AE)
+        assert first.is_established and second.is_established
+        [child] = extra.processes
+        assert extra.dispatcher.load == {os.getpid(): 1, child: 1}
         try:
-            for f in files:
-                assert assoc.send_c_store(f).Status == 0
+            for f in files[:2]:
+                assert first.send_c_store(f).Status == 0
+            assert second.send_c_store(files[2]).Status == 0
             deadline = time.monotonic() + 10
-            while not archive.receiving and time.monotonic() < deadline:
+            while len(archive.receiving) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            [(pid, _)] = archive.receiving
-            assert pid in extra.processes
+            in_child = [k for k in archive.receiving if isinstance(k, tuple)]
+            assert [pid for pid, _ in in_child] == [child]
+            assert len(archive.receiving) == 2  # and one association served here
             with archive.db.write() as s:
                 assert mark_stable(s, 0, archive.receiving_series()) == 0
         finally:
-            assoc.release()
+            first.release()
+            second.release()
         deadline = time.monotonic() + 10
-        while archive.receiving and time.monotonic() < deadline:
+        while (archive.receiving or any(extra.dispatcher.load.values())) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert archive.receiving == {}
+        assert extra.dispatcher.load == {os.getpid(): 0, child: 0}  # each close counted once
         with archive.db.write() as s:
-            assert mark_stable(s, 0, archive.receiving_series()) == 1
-            assert s.scalar(select(Series.stable))
+            assert mark_stable(s, 0, archive.receiving_series()) == 2
+            assert all(s.scalars(select(Series.stable)))
     finally:
+        gateway.stop()
         extra.stop()
     assert not any(p.is_alive() for p in extra.processes.values())
+
+
+def test_dispatcher_balances_and_falls_back_when_a_child_is_gone():
+    """Four connections over this process and one child: two each. A child whose end is closed gets none:
+    the connection is served here."""
+    import socket as socketlib
+
+    dispatcher = Dispatcher()
+    ours, theirs = socketlib.socketpair(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
+    dispatcher.add_worker(4242, ours)
+    listener = socketlib.create_server(("127.0.0.1", 0))
+    clients, handed = [], 0
+    try:
+        for _ in range(4):
+            clients.append(socketlib.create_connection(listener.getsockname()))
+            connection, address = listener.accept()
+            if dispatcher.hand_off(connection, address):
+                handed += 1
+                payload, fds, _, _ = socketlib.recv_fds(theirs, 4096, 1)
+                assert len(fds) == 1 and payload.startswith(b'["127.0.0.1"')
+                with socketlib.socket(fileno=fds[0]) as passed:  # the same connection, now the child's
+                    passed.sendall(b"x")
+                assert clients[-1].recv(1) == b"x"
+            else:
+                connection.close()
+        assert handed == 2
+        assert dispatcher.load == {os.getpid(): 2, 4242: 2}
+        for _ in range(2):
+            dispatcher.closed(4242)
+        dispatcher.closed(4242)  # never below zero
+        assert dispatcher.load[4242] == 0
+
+        theirs.close()  # the child died
+        clients.append(socketlib.create_connection(listener.getsockname()))
+        connection, address = listener.accept()
+        assert not dispatcher.hand_off(connection, address)
+        connection.close()
+        assert dispatcher.load == {os.getpid(): 3, 4242: 0}
+    finally:
+        for c in clients:
+            c.close()
+        listener.close()
+        ours.close()
+
+
+def test_gateway_process_exits_on_repeated_sigterm(make_archive):
+    """Two SIGTERMs in a row (the parent's stop and PR_SET_PDEATHSIG) once deadlocked a child that set a
+    threading.Event from its signal handler."""
+    archive = make_archive()
+    extra = GatewayProcesses(archive, 1)
+    extra.start("127.0.0.1", free_port())
+    [(pid, process)] = extra.processes.items()
+    try:
+        for _ in range(3):
+            os.kill(pid, signal.SIGTERM)
+            time.sleep(0.01)
+        process.join(15)
+        assert not process.is_alive(), "the gateway process did not exit"
+    finally:
+        extra.stop()

@@ -81,3 +81,32 @@ def test_delete(tmp_path):
     assert not store.exists(obj.key)
     with pytest.raises(NotFound):
         store.read(obj.key)
+
+
+def test_staged_bytes_are_invisible_until_published(tmp_path):
+    store = FilesystemStore(tmp_path)
+    staged = store.stage(b"y" * 300, "clinical")
+    assert staged.temp is not None and os.path.getsize(staged.temp) == 300
+    assert not store.exists(staged.key) and list(store.keys()) == []
+    obj = store.publish(staged)
+    assert obj.created and store.read(obj.key) == b"y" * 300 and not os.path.exists(staged.temp)
+    again = store.stage(b"y" * 300, "clinical")  # already stored: nothing written
+    assert again.temp is None and not store.publish(again).created
+
+
+def test_discarded_stage_leaves_nothing(tmp_path):
+    store = FilesystemStore(tmp_path)
+    staged = store.stage(b"z" * 300, "clinical")
+    store.discard(staged)
+    assert not store.exists(staged.key)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_unparsable_ingest_leaves_no_file(make_archive):
+    from imaging.errors import CannotUnderstand
+
+    archive = make_archive()
+    with pytest.raises(CannotUnderstand):
+        archive.ingestor.ingest(b"\x00" * 128 + b"DICM" + b"garbage" * 100)
+    assert list(archive.store.keys()) == []
+    assert [p for p in archive.store.root.rglob("*") if p.is_file()] == []

@@ -1,13 +1,13 @@
 """C-STORE ingest benchmark: this archive vs Orthanc, side by side, same client, same data, same machine.
 
-    python tests/benchmarks/ingest/run.py [--count 300] [--repeats 3] [--associations 1 4] [--dimse-processes 2]
+    python tests/benchmarks/ingest/run.py [--count 300] [--repeats 3] [--associations 1 4] [--dimse-processes N]
 
 Generates N synthetic 512x512 16-bit CT instances (imaging.synthetic, synthetic PHI, ~0.5 MB each), then for
 each server and each association count sends all of them with dcmtk's /usr/bin/storescu (one process per
 association, the files split evenly) to a freshly started server with an empty data dir:
 
-* archive: `imaging serve --no-http` (embedded SQLite index, durable: every Success is fsynced + committed),
-  with `--dimse-processes N` N gateway processes sharing the port (IMAGING_DIMSE_PROCESSES)
+* archive: `imaging serve --no-http` with its defaults (embedded SQLite index, durable: every Success is
+  fsynced + committed; one gateway process per core), or `--dimse-processes N` (IMAGING_DIMSE_PROCESSES)
 * Orthanc: Debian /usr/sbin/Orthanc with its default SQLite index and file storage, temp config.
 
 Every instance must be acknowledged with Success. Prints instances/s and MB/s (median of the repeats) and the
@@ -65,13 +65,14 @@ def generate(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def start_archive(work: Path, port: int, processes: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+def start_archive(work: Path, port: int, processes: int = 0) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
         "IMAGING_WORKERS": "false",
         "IMAGING_MIN_FREE_BYTES": "0",
-        "IMAGING_DIMSE_PROCESSES": str(processes),
     }
+    if processes:
+        env["IMAGING_DIMSE_PROCESSES"] = str(processes)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -90,6 +91,9 @@ def start_archive(work: Path, port: int, processes: int = 1) -> tuple[subprocess
         env=env,
     )
     wait_port(port, proc)
+    deadline = time.monotonic() + 60  # the port opens first; every gateway process is ready after this line
+    while b"DICOM gateway" not in (work / "server.log").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return proc, "IMAGING"
 
 
@@ -137,7 +141,7 @@ def send(port: int, aec: str, files: list[Path], associations: int) -> float:
     return elapsed
 
 
-def run_one(kind: str, files: list[Path], associations: int, processes: int = 1) -> float:
+def run_one(kind: str, files: list[Path], associations: int, processes: int = 0) -> float:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     port = free_port()
     if kind == "archive":
@@ -165,7 +169,10 @@ def main() -> None:
     parser.add_argument("--associations", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--only", choices=["archive", "orthanc"], default=None)
     parser.add_argument(
-        "--dimse-processes", type=int, default=1, help="archive gateway processes (IMAGING_DIMSE_PROCESSES)"
+        "--dimse-processes",
+        type=int,
+        default=0,
+        help="archive gateway processes (IMAGING_DIMSE_PROCESSES; default: the archive's, one per core)",
     )
     args = parser.parse_args()
     for program in (STORESCU, ORTHANC):
@@ -177,7 +184,7 @@ def main() -> None:
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         print(
             f"{args.count} instances, {megabytes:.1f} MB, {os.cpu_count()} CPUs, "
-            f"archive with {args.dimse_processes} gateway process(es)",
+            f"archive with {args.dimse_processes or 'one per core'} gateway process(es)",
             flush=True,
         )
         kinds = [args.only] if args.only else ["archive", "orthanc"]
