@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from imaging.archive import Archive
 from imaging.config import Settings, load_settings
-from imaging.lifecycle import wait_until_terminated
+from imaging.lifecycle import configure_server_process, wait_until_terminated
 
 app = typer.Typer(help="Medical imaging sharing archive with AI triage.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -55,6 +55,7 @@ def serve(
 ) -> None:
     """Start the DICOM gateway, the DICOMweb API and the background workers."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_server_process()
     settings = _settings(
         config, data_dir, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title, dev_mode=dev or None
     )
@@ -117,6 +118,7 @@ def worker(
 ) -> None:
     """Run background jobs only: from the broker when `broker_url` is set (scale-out), else in process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_server_process()
     from imaging.jobs.setup import build_runner
 
     archive = Archive.open(_settings(config, data_dir))

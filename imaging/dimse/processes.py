@@ -37,7 +37,7 @@ from typing import Any
 
 from imaging.archive import Archive
 from imaging.config import Settings
-from imaging.lifecycle import wait_until_terminated
+from imaging.lifecycle import configure_server_process, wait_until_terminated
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     _die_with_parent(parent_pid, stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_server_process()
     messages.cancel_join_thread()  # exiting never waits on a parent that stopped reading
     archive = Archive.open(settings, maintenance=False)
     relay = QueueRelay(messages)
