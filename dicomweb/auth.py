@@ -6,12 +6,19 @@ Tokens are looked up by SHA-256 in the ApiToken table (revoked or expired tokens
 * `ingest`: store only (clinical partition and project STOW roots), no read;
 * `researcher`: read their own project's partition (`/projects/{project}/dicomweb`) and nothing else.
 `dev_mode` opens everything (as admin). Health needs no token.
+
+A verified token is remembered by the process for TOKEN_CACHE_SECONDS (per index database): a viewer sends
+dozens of requests a second and each would otherwise cost an index round trip before any work. Expiry is
+still checked on every request; a token revoked in the database (or its role changed) stops working in a
+running server within TOKEN_CACHE_SECONDS. Unknown, revoked and expired tokens are never remembered.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
+import weakref
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -19,6 +26,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import bindparam, select
 
 from imaging.archive import Archive
+from imaging.index.db import Database
 from imaging.index.schema import CLINICAL, ApiToken, utcnow
 
 
@@ -47,6 +55,15 @@ _PERMISSIONS: dict[str, set[Action]] = {
 }
 
 
+TOKEN_CACHE_SECONDS = 2.0
+_CACHE_SIZE = 1024
+_clock = time.monotonic
+# Per index database: token digest -> (monotonic time verified, principal, expires_at).
+_verified: weakref.WeakKeyDictionary[Database, dict[str, tuple[float, Principal, dt.datetime | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="dicomweb"'})
 
@@ -59,24 +76,52 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def authenticate(archive: Archive, request: Request) -> Principal:
-    if archive.settings.dev_mode:
-        return DEV
+def _digest(request: Request) -> str:
     token = bearer_token(request)
     if token is None:
         raise _unauthorized("a bearer token is required")
-    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def cached_principal(archive: Archive, request: Request) -> Principal | None:
+    """The principal of the request's token when it was verified less than TOKEN_CACHE_SECONDS ago, else
+    None (then `authenticate` asks the index). No I/O: callable on the event loop."""
+    if archive.settings.dev_mode:
+        return DEV
+    entry = _verified.get(archive.db, {}).get(_digest(request))
+    if entry is None or _clock() - entry[0] > TOKEN_CACHE_SECONDS:
+        return None
+    if is_expired(entry[2]):
+        raise _unauthorized("token expired")
+    return entry[1]
+
+
+def authenticate(archive: Archive, request: Request) -> Principal:
+    principal = cached_principal(archive, request)
+    if principal is not None:
+        return principal
+    digest = _digest(request)
     with archive.db.read() as session:
         row = (
             session.connection()
             .execute(_TOKEN_LOOKUP, {"digest": digest})
             .first()  # one indexed lookup (unique hash), without building an ORM object
         )
-        if row is None or row.revoked:
-            raise _unauthorized("invalid or revoked token")
-        if row.expires_at is not None and row.expires_at <= utcnow():
-            raise _unauthorized("token expired")
-        return Principal(row.role, row.project or "", row.token_pk)
+    if row is None or row.revoked:
+        raise _unauthorized("invalid or revoked token")
+    if is_expired(row.expires_at):
+        raise _unauthorized("token expired")
+    principal = Principal(row.role, row.project or "", row.token_pk)
+    verified = _verified.setdefault(archive.db, {})
+    if len(verified) >= _CACHE_SIZE:
+        verified.clear()
+    verified[digest] = (_clock(), principal, row.expires_at)
+    return principal
+
+
+def forget_tokens() -> None:
+    """Drop every remembered token verification (e.g. after revoking tokens in this process)."""
+    _verified.clear()
 
 
 def authorize(principal: Principal, partition: str, action: Action) -> None:

@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
-from dicomweb.auth import Action, Principal, authenticate, authorize
+from dicomweb.auth import Action, Principal, authenticate, authorize, cached_principal
 from imaging.archive import Archive
 from imaging.index.schema import CLINICAL
 
@@ -113,20 +114,24 @@ def _share_context(request: Request, token: str, action: Action) -> Context:
     return Context(archive, scope.partition, root, Principal("share"), scope.study_uids)
 
 
-def _context(request: Request, action: Action) -> Context:
+async def _context(request: Request, action: Action) -> Context:
+    """Runs on the event loop: a token verified moments ago needs no I/O (dicomweb.auth's cache), so only a
+    share link or a token to look up in the index takes a worker thread."""
     token = request.path_params.get("share_token")
     if token is not None:
-        return _share_context(request, str(token), action)
+        return await run_in_threadpool(_share_context, request, str(token), action)
     archive = get_archive(request)
     partition = partition_of(request)
-    principal = authenticate(archive, request)
+    principal = cached_principal(archive, request)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, archive, request)
     authorize(principal, partition, action)
     return Context(archive, partition, service_root(request, partition), principal)
 
 
-def reader(request: Request) -> Context:
-    return _context(request, Action.READ)
+async def reader(request: Request) -> Context:
+    return await _context(request, Action.READ)
 
 
-def storer(request: Request) -> Context:
-    return _context(request, Action.STORE)
+async def storer(request: Request) -> Context:
+    return await _context(request, Action.STORE)

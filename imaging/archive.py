@@ -6,6 +6,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import text
+
 from imaging.config import Settings
 from imaging.index.db import Database
 from imaging.index.schema import CLINICAL
@@ -32,6 +34,7 @@ class Archive:
         store = FilesystemStore(settings.objects_dir, min_free_bytes=settings.min_free_bytes)
         if maintenance:
             db.migrate()
+            refresh_planner_statistics(db)
             store.sweep_temporary()
         return cls(settings, db, store, Ingestor(db, store, policy=settings.overwrite_policy))
 
@@ -52,3 +55,15 @@ class Archive:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def refresh_planner_statistics(db: Database) -> None:
+    """SQLite: sample the indexes (ANALYZE with an analysis limit: milliseconds at any size) so the planner
+    knows, e.g., that a PatientID or AccessionNumber match is a handful of rows and reads it off that
+    column's index. Without statistics it walks the study-date index in answer order, checking every
+    study of the partition. PostgreSQL keeps its own statistics (autovacuum)."""
+    if not db.is_sqlite:
+        return
+    with db.write() as session:
+        session.execute(text("PRAGMA analysis_limit=1000"))
+        session.execute(text("ANALYZE"))

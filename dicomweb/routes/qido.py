@@ -2,21 +2,39 @@
 
 Matching runs in SQL with bound parameters (imaging.index.matching). Answers are built straight from the
 index columns; attributes without a column come from the metadata cache of a representative instance.
+
+Each distinct request shape (level, return keys, includefield=all) is compiled once into a Plan: the columns
+to SELECT and, per return key in ascending tag order, an encoder that writes a whole column of values as
+DICOM JSON text (dicom_json.column_encoder). A page is then one query and a few list comprehensions, with
+no dict per attribute and no json.dumps per row; tests/dicomweb/test_qido_encoding.py holds the output to
+the straightforward dict + json.dumps construction byte for byte.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from sqlalchemy.orm import Session
 
 from dicomweb.deps import Context, reader
-from dicomweb.dicom_json import MEDIA_TYPE, UnknownAttribute, dumps, element, resolve, tag_key, vr_of
+from dicomweb.dicom_json import (
+    MEDIA_TYPE,
+    UnknownAttribute,
+    column_encoder,
+    dumps_text,
+    json_string,
+    resolve,
+    tag_key,
+    vr_of,
+)
 from imaging.index.attributes import Level
-from imaging.index.extract import valid_uid
+from imaging.index.extract import metadata_dict, valid_uid
 from imaging.index.matching import COLUMNS, InvalidMatchKey
-from imaging.index.query import Match, Query, count, find, representative_metadata
+from imaging.index.query import Query, count, find_rows, representative_metadata_of
 from imaging.index.schema import Instance, Patient, Series, Study
 
 router = APIRouter(tags=["QIDO-RS"])
@@ -235,70 +253,161 @@ def _return_keys(q: QidoRequest, level: Level) -> list[str]:
     return [k for k in keys if k not in _LOWER[level]]
 
 
-_ROW_ATTR = {Patient: "patient", Study: "study", Series: "series", Instance: "instance"}
+_LEVEL_MODELS: dict[Level, tuple[type, ...]] = {
+    Level.STUDY: (Study, Patient),
+    Level.SERIES: (Series, Study, Patient),
+    Level.IMAGE: (Instance, Series, Study, Patient),
+}
+# Table columns (Core) that answers are read from.
+_C: dict[type, Any] = {model: model.__table__.c for model in (Patient, Study, Series, Instance)}  # type: ignore[attr-defined]
+# The UIDs a RetrieveURL is made of, per level.
+_URL_COLUMNS: dict[Level, tuple[Any, ...]] = {
+    Level.STUDY: (_C[Study].StudyInstanceUID,),
+    Level.SERIES: (_C[Study].StudyInstanceUID, _C[Series].SeriesInstanceUID),
+    Level.IMAGE: (_C[Study].StudyInstanceUID, _C[Series].SeriesInstanceUID, _C[Instance].SOPInstanceUID),
+}
+_ONLINE = dumps_text({"vr": "CS", "Value": ["ONLINE"]})
+Encoder = Callable[[Sequence[Any]], list[str]]  # a column of values -> their JSON object members
 
 
-def _plan(keys: list[str], level: Level) -> list[tuple[str, str, str, str | None]]:
-    """Per return key, once per request: (JSON key, VR, keyword, Match attribute holding the column)."""
-    models = {Level.STUDY: (Study, Patient), Level.SERIES: (Series, Study, Patient)}.get(
-        level, (Instance, Series, Study, Patient)
-    )
-    plan = []
+def _constant(text: str) -> Encoder:
+    return lambda values: [text] * len(values)
+
+
+def _priority(member: str) -> Encoder:
+    """The triage priority as Scheduled Procedure Step Priority: one CS value, or none."""
+    head, empty = member + '{"vr":"CS","Value":[', member + dumps_text({"vr": "CS"})
+    return lambda values: [head + json_string(v) + "]}" if v else empty for v in values]
+
+
+def _texts(values: Sequence[Any]) -> list[str]:
+    return [str(v) for v in values]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to write the answer objects of one request shape (level, return keys, includefield=all),
+    worked out once: which columns to read and one encoder per return key.
+
+    Rows hold only `columns`; each row is extended with its RetrieveURL and then with the JSON member text
+    of each `missing` key (read from the metadata cache). `steps` are the answer's members in ascending tag
+    order: (index into the extended row, encoder writing a column of values as members `"TAG":{...}`).
+    """
+
+    level: Level
+    keys: tuple[str, ...]  # JSON keys (tags) of the answer, ascending
+    columns: tuple[Any, ...]
+    steps: tuple[tuple[int, Encoder], ...]
+    url_columns: tuple[int, ...]
+    missing: tuple[tuple[str, str], ...]  # (JSON key, VR) of the keys from the metadata cache
+    cache_column: int | None  # the row's study_pk / series_pk / metadata_json, when the cache is needed
+    include_all: bool
+
+
+@lru_cache(maxsize=512)
+def compile_plan(level: Level, keys: tuple[str, ...], include_all: bool) -> Plan:
+    """The Plan of the return keywords `keys` (`_return_keys`) at `level`."""
+    columns: list[Any] = []
+
+    def column(attribute: Any) -> int:  # by identity (`==` on a column builds SQL)
+        for i, known in enumerate(columns):
+            if known is attribute:
+                return i
+        columns.append(attribute)
+        return len(columns) - 1
+
+    url_columns = tuple(column(c) for c in _URL_COLUMNS[level])
+    entries: list[tuple[str, str, str, Any]] = []
     for keyword in keys:
         tag, _ = resolve(keyword)
-        holder = next((_ROW_ATTR[m] for m in models if keyword in _MODEL_COLUMNS[m]), None)
-        if keyword in _COMPUTED:
-            holder = "computed"
-        plan.append((tag_key(tag), vr_of(tag), keyword, holder))
-    return plan
-
-
-def _answer(
-    session: Session,
-    ctx: Context,
-    match: Match,
-    level: Level,
-    plan: list[tuple[str, str, str, str | None]],
-    include_all: bool,
-) -> bytes:
-    body: dict[str, Any] = {}
-    missing: list[tuple[str, str]] = []
-    for key, vr, keyword, holder in plan:
-        if holder is None:
-            missing.append((key, vr))
-        elif holder == "computed":
-            if keyword == "InstanceAvailability":
-                body[key] = {"vr": "CS", "Value": ["ONLINE"]}
-                continue
-            if keyword == TRIAGE_PRIORITY:
-                priority = match.study.priority if match.study is not None else ""
-                body[key] = {"vr": "CS", "Value": [priority]} if priority else {"vr": "CS"}
-                continue
-            assert match.study is not None
-            study_uid = match.study.StudyInstanceUID
-            if level is Level.STUDY:
-                url = ctx.study_url(study_uid)
-            elif level is Level.SERIES:
-                assert match.series is not None
-                url = ctx.series_url(study_uid, match.series.SeriesInstanceUID)
-            else:
-                assert match.series is not None and match.instance is not None
-                url = ctx.instance_url(
-                    study_uid, match.series.SeriesInstanceUID, match.instance.SOPInstanceUID
-                )
-            body[key] = {"vr": "UR", "Value": [url]}
+        model = next((m for m in _LEVEL_MODELS[level] if keyword in _MODEL_COLUMNS[m]), None)
+        entries.append((tag_key(tag), vr_of(tag), keyword, model))
+    entries.sort(key=lambda e: e[0])
+    missing = [(key, vr) for key, vr, keyword, model in entries if model is None and keyword not in _COMPUTED]
+    URL, MISSING = -1, -2  # placeholders: the extended row's values after the columns
+    steps: list[tuple[int, Encoder]] = []
+    for key, vr, keyword, model in entries:
+        member = json_string(key) + ":"
+        if keyword == "InstanceAvailability":
+            steps.append((0, _constant(member + _ONLINE)))
+        elif keyword == TRIAGE_PRIORITY:
+            steps.append((column(_C[Study].priority), _priority(member)))
+        elif keyword == "RetrieveURL":
+            steps.append((URL, column_encoder("UR", key)))
+        elif model is None:
+            steps.append((MISSING - missing.index((key, vr)), _texts))
         else:
-            body[key] = element(vr, getattr(getattr(match, holder), keyword))
+            steps.append((column(_C[model][keyword]), column_encoder(vr, key)))
+    cache_column = None
     if missing or (include_all and level is Level.IMAGE):
-        cached = representative_metadata(session, match)
-        if include_all and level is Level.IMAGE:
-            for key, value in cached.items():
-                if key not in body and "BulkDataURI" not in value and key < "7FE00010":
-                    body[key] = value
-        for key, vr in missing:
+        cache = {Level.STUDY: _C[Study].study_pk, Level.SERIES: _C[Series].series_pk}.get(
+            level, _C[Instance].metadata_json
+        )
+        cache_column = column(cache)
+    url_index = len(columns)
+    return Plan(
+        level=level,
+        keys=tuple(e[0] for e in entries),
+        columns=tuple(columns),
+        steps=tuple((i if i >= 0 else url_index + URL - i, encode) for i, encode in steps),
+        url_columns=url_columns,
+        missing=tuple(missing),
+        cache_column=cache_column,
+        include_all=include_all,
+    )
+
+
+def _cached(session: Session, plan: Plan, row: Any) -> dict[str, Any]:
+    """The metadata cache of the row's entity (one representative instance)."""
+    assert plan.cache_column is not None
+    held = row[plan.cache_column]
+    if plan.level is Level.IMAGE:
+        return metadata_dict(held)
+    if plan.level is Level.SERIES:
+        return representative_metadata_of(session, series_pk=held)
+    return representative_metadata_of(session, study_pk=held)
+
+
+def _member(key: str, value: Any) -> str:
+    return json_string(key) + ":" + dumps_text(value)
+
+
+def encode_answers(session: Session, ctx: Context, plan: Plan, rows: Sequence[Any]) -> str:
+    """The DICOM JSON array (PS3.18 F.2) of the rows, as text."""
+    if not rows:
+        return "[]"
+    level = plan.level
+    u = plan.url_columns
+    steps = plan.steps
+    if level is Level.STUDY:
+        study_url = ctx.study_url
+        urls = [study_url(row[u[0]]) for row in rows]
+    elif level is Level.SERIES:
+        series_url = ctx.series_url
+        urls = [series_url(row[u[0]], row[u[1]]) for row in rows]
+    else:
+        instance_url = ctx.instance_url
+        urls = [instance_url(row[u[0]], row[u[1]], row[u[2]]) for row in rows]
+    if plan.cache_column is None:  # the common case: every value from the row; written column by column
+        values = [*zip(*rows, strict=True), urls]
+        members = [encode(values[i]) for i, encode in steps]
+        return "[{" + "},{".join([",".join(answer) for answer in zip(*members, strict=True)]) + "}]"
+    items: list[str] = []
+    for row, url in zip(rows, urls, strict=True):
+        cached = _cached(session, plan, row)
+        extended: tuple[Any, ...] = (*row, url)
+        for key, vr in plan.missing:
             value = cached.get(key)
-            body[key] = value if value is not None and "BulkDataURI" not in value else {"vr": vr}
-    return dumps(dict(sorted(body.items())))
+            present = value is not None and "BulkDataURI" not in value
+            extended += (_member(key, value if present else {"vr": vr}),)
+        parts = {key: encode((extended[i],))[0] for key, (i, encode) in zip(plan.keys, steps, strict=True)}
+        if plan.include_all and level is Level.IMAGE:
+            # Also everything the cache holds below the pixel data (besides the return keys).
+            for key, value in cached.items():
+                if key not in parts and "BulkDataURI" not in value and key < "7FE00010":
+                    parts[key] = _member(key, value)
+        items.append("{" + ",".join([parts[k] for k in sorted(parts)]) + "}")
+    return "[" + ",".join(items) + "]"
 
 
 def search(request: Request, ctx: Context, level: Level, scope: dict[str, str]) -> Response:
@@ -321,24 +430,24 @@ def search(request: Request, ctx: Context, level: Level, scope: dict[str, str]) 
         study_uids=ctx.studies,
         priority=q.priority,
     )
-    plan = _plan(_return_keys(q, level), level)
+    plan = compile_plan(level, tuple(_return_keys(q, level)), q.include_all)
     headers: dict[str, str] = {}
     try:
         with ctx.archive.db.read() as session:
-            matches = find(session, query)
-            if capped and len(matches) == limit:
+            rows = find_rows(session, query, plan.columns)
+            if capped and len(rows) == limit:
                 total = count(session, query)
-                remaining = total - q.offset - len(matches)
+                remaining = total - q.offset - len(rows)
                 if remaining > 0:
                     q.warnings.insert(0, f"There are {remaining} additional results that can be requested")
-            items = [_answer(session, ctx, m, level, plan, q.include_all) for m in matches]
+            body = encode_answers(session, ctx, plan, rows)
     except InvalidMatchKey as exc:
         raise HTTPException(400, str(exc)) from None
     if q.warnings:
         headers["Warning"] = ", ".join(f'299 imaging: "{w}"' for w in q.warnings)
-    if not items and settings.empty_qido_status == "204":
+    if not rows and settings.empty_qido_status == "204":
         return Response(status_code=204, headers=headers)
-    return Response(b"[" + b",".join(items) + b"]", media_type=MEDIA_TYPE, headers=headers)
+    return Response(body.encode(), media_type=MEDIA_TYPE, headers=headers)
 
 
 @router.get("/studies", summary="Search for studies")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
-from sqlalchemy.orm import InstrumentedAttribute
 
 from imaging.index.schema import Instance, Patient, Series, Study
 
@@ -29,11 +28,13 @@ INT_KEYS = {
     "NumberOfSeriesRelatedInstances",
 }
 
-COLUMNS: dict[str, InstrumentedAttribute[Any]] = {}
+# Keyword -> table column (Core: conditions on plain columns keep the statements free of ORM machinery).
+COLUMNS: dict[str, ColumnElement[Any]] = {}
 for _model in (Patient, Study, Series, Instance):
-    for _name, _col in vars(_model).items():
-        if isinstance(_col, InstrumentedAttribute) and _name[:1].isupper():
-            COLUMNS[_name] = _col
+    for _col in _model.__table__.columns:  # type: ignore[attr-defined]
+        if _col.key[:1].isupper():
+            COLUMNS[_col.key] = _col
+_STUDY, _SERIES, _INSTANCE = Study.__table__.c, Series.__table__.c, Instance.__table__.c  # type: ignore[attr-defined]
 
 
 class InvalidMatchKey(ValueError):
@@ -118,15 +119,15 @@ def condition(keyword: str, value: str, *, fuzzy: bool = False) -> ColumnElement
         return None
     if keyword == "ModalitiesInStudy":
         return exists(
-            select(Series.series_pk).where(
-                Series.study_pk == Study.study_pk, _values_in(Series.Modality, value.split("\\"))
+            select(_SERIES.series_pk).where(
+                _SERIES.study_pk == _STUDY.study_pk, _values_in(_SERIES.Modality, value.split("\\"))
             )
         )
     if keyword == "SOPClassesInStudy":
         return exists(
-            select(Instance.instance_pk)
-            .join(Series, Series.series_pk == Instance.series_pk)
-            .where(Series.study_pk == Study.study_pk, Instance.SOPClassUID.in_(value.split("\\")))
+            select(_INSTANCE.instance_pk)
+            .select_from(Instance.__table__.join(Series.__table__, _SERIES.series_pk == _INSTANCE.series_pk))
+            .where(_SERIES.study_pk == _STUDY.study_pk, _INSTANCE.SOPClassUID.in_(value.split("\\")))
         )
     column = COLUMNS.get(keyword)
     if column is None:

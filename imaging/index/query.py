@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from imaging.index.attributes import LEVEL_KEYS, Level
@@ -72,42 +73,73 @@ class Match:
 _MISSING = object()
 
 
-def _statement(query: Query) -> Select[Any]:
-    models = LEVEL_MODELS[query.level]
-    stmt: Select[Any] = select(*models)  # type: ignore[assignment]
-    if query.level in (Level.IMAGE, Level.SERIES):
-        if query.level is Level.IMAGE:
-            stmt = stmt.join(Series, Series.series_pk == Instance.series_pk)
-        stmt = stmt.join(Study, Study.study_pk == Series.study_pk)
-    if query.level is not Level.PATIENT:
-        stmt = stmt.join(Patient, Patient.patient_pk == Study.patient_pk)
-        stmt = stmt.where(Study.partition == query.partition)
-        if query.priority:
-            stmt = stmt.where(Study.priority.in_(query.priority.split(",")))
-        if query.study_uids is not None:
-            stmt = stmt.where(Study.StudyInstanceUID.in_(sorted(query.study_uids)))
-    else:
-        stmt = stmt.where(Patient.partition == query.partition)
-        # A patient with no study left is not answered.
-        stmt = stmt.where(select(Study.study_pk).where(Study.patient_pk == Patient.patient_pk).exists())
-    keys = {k: v for k, v in query.keys.items() if k in COLUMNS or k.endswith("InStudy")}
-    return stmt.where(conditions(keys, fuzzy=query.fuzzy))
+# Statements are built on the tables (Core), not the mapped classes: the rows are read as plain tuples
+# anyway, and ORM-annotated columns made each search pay for the ORM's statement machinery.
+_PATIENT, _STUDY, _SERIES, _INSTANCE = (m.__table__ for m in (Patient, Study, Series, Instance))  # type: ignore[attr-defined]
+_P, _S, _SE, _I = _PATIENT.c, _STUDY.c, _SERIES.c, _INSTANCE.c
+_TABLES: dict[Level, tuple[Any, ...]] = {
+    Level.PATIENT: (_PATIENT,),
+    Level.STUDY: (_STUDY, _PATIENT),
+    Level.SERIES: (_SERIES, _STUDY, _PATIENT),
+    Level.IMAGE: (_INSTANCE, _SERIES, _STUDY, _PATIENT),
+}
+# FROM of each level's query (built once: joins are immutable).
+_FROM: dict[Level, Any] = {
+    Level.PATIENT: _PATIENT,
+    Level.STUDY: _STUDY.join(_PATIENT, _P.patient_pk == _S.patient_pk),
+    Level.SERIES: _SERIES.join(_STUDY, _S.study_pk == _SE.study_pk).join(
+        _PATIENT, _P.patient_pk == _S.patient_pk
+    ),
+    Level.IMAGE: _INSTANCE.join(_SERIES, _SE.series_pk == _I.series_pk)
+    .join(_STUDY, _S.study_pk == _SE.study_pk)
+    .join(_PATIENT, _P.patient_pk == _S.patient_pk),
+}
+# A patient with no study left is not answered.
+_HAS_STUDY = select(_S.study_pk).where(_S.patient_pk == _P.patient_pk).exists()
 
 
 _ORDER: dict[Level, tuple[Any, ...]] = {
-    Level.PATIENT: (Patient.patient_pk,),
-    Level.STUDY: (Study.StudyDate.desc(), Study.StudyTime.desc(), Study.study_pk),
-    Level.SERIES: (Series.SeriesNumber, Series.series_pk),
-    Level.IMAGE: (Instance.InstanceNumber, Instance.instance_pk),
+    Level.PATIENT: (_P.patient_pk,),
+    Level.STUDY: (_S.StudyDate.desc(), _S.StudyTime.desc(), _S.study_pk),
+    Level.SERIES: (_SE.SeriesNumber, _SE.series_pk),
+    Level.IMAGE: (_I.InstanceNumber, _I.instance_pk),
 }
+
+
+@lru_cache(maxsize=256)
+def _select(level: Level, columns: tuple[Any, ...] | None, ordered: bool) -> Select[Any]:
+    """`SELECT columns FROM <the level's join> [ORDER BY <the level's answer order>]`: statements are
+    immutable, so this part is built once per column list and each query only adds its criteria."""
+    stmt = select(*(_TABLES[level] if columns is None else columns)).select_from(_FROM[level])
+    return stmt.order_by(*_ORDER[level]) if ordered else stmt
+
+
+def _statement(query: Query, columns: Sequence[Any] | None = None, *, ordered: bool = False) -> Select[Any]:
+    """The level's matching query, selecting `columns` (default: every column of the level's tables)."""
+    stmt = _select(query.level, None if columns is None else tuple(columns), ordered)
+    if query.level is Level.PATIENT:
+        criteria = [_P.partition == query.partition, _HAS_STUDY]
+    else:
+        criteria = [_S.partition == query.partition]
+        if query.priority:
+            criteria.append(_S.priority.in_(query.priority.split(",")))
+        if query.study_uids is not None:
+            criteria.append(_S.StudyInstanceUID.in_(sorted(query.study_uids)))
+    keys = {k: v for k, v in query.keys.items() if k in COLUMNS or k.endswith("InStudy")}
+    return stmt.where(*criteria, conditions(keys, fuzzy=query.fuzzy))
+
+
+def _ordered(query: Query, columns: Sequence[Any]) -> Select[Any]:
+    """The level's query selecting `columns`, in the level's answer order, paged."""
+    stmt = _statement(query, columns, ordered=True).offset(query.offset)
+    if query.limit is not None:
+        stmt = stmt.limit(query.limit)
+    return stmt
 
 
 def find(session: Session, query: Query) -> list[Match]:
     models = LEVEL_MODELS[query.level]
     columns = [c for model in models for c in _ROWS[model].columns]
-    stmt = _statement(query).with_only_columns(*columns).order_by(*_ORDER[query.level]).offset(query.offset)
-    if query.limit is not None:
-        stmt = stmt.limit(query.limit)
     slices = []
     start = 0
     for model in models:
@@ -115,7 +147,7 @@ def find(session: Session, query: Query) -> list[Match]:
         slices.append((rows.type._make, start, start + len(rows.columns)))
         start += len(rows.columns)
     matches = []
-    for row in session.connection().execute(stmt):
+    for row in session.connection().execute(_ordered(query, columns)).all():
         entities = [make(row[i:j]) for make, i, j in slices]
         match = Match(patient=entities[-1])
         if query.level is not Level.PATIENT:
@@ -128,8 +160,24 @@ def find(session: Session, query: Query) -> list[Match]:
     return matches
 
 
+def find_rows(session: Session, query: Query, columns: Sequence[Any]) -> Sequence[Row[Any]]:
+    """What `find` matches, in the same order, as plain rows of only `columns` (columns of the level's
+    tables, e.g. `Study.__table__.c.StudyDate`): a QIDO page reads the columns it returns and no more."""
+    return session.connection().execute(_ordered(query, columns)).all()
+
+
+_KEY: dict[Level, Any] = {
+    Level.PATIENT: _P.patient_pk,
+    Level.STUDY: _S.study_pk,
+    Level.SERIES: _SE.series_pk,
+    Level.IMAGE: _I.instance_pk,
+}
+
+
 def count(session: Session, query: Query) -> int:
-    return int(session.scalar(select(func.count()).select_from(_statement(query).subquery())) or 0)
+    """How many entities `find` would match without limit and offset (one row per entity)."""
+    stmt = _statement(query, [_KEY[query.level]])
+    return int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
 
 
 def _patient_counts(session: Session, patient_pk: int) -> dict[str, int]:
@@ -151,15 +199,28 @@ def representative_metadata(session: Session, match: Match) -> dict[str, Any]:
     """DICOM JSON of one instance of the matched entity, for return keys the index has no column for."""
     if match.instance is not None:
         return metadata_dict(match.instance.metadata_json)
-    stmt = select(Instance.metadata_json).join(Series, Series.series_pk == Instance.series_pk)
     if match.series is not None:
-        stmt = stmt.where(Instance.series_pk == match.series.series_pk)
-    elif match.study is not None:
-        stmt = stmt.where(Series.study_pk == match.study.study_pk)
+        return representative_metadata_of(session, series_pk=match.series.series_pk)
+    if match.study is not None:
+        return representative_metadata_of(session, study_pk=match.study.study_pk)
+    return representative_metadata_of(session, patient_pk=match.patient.patient_pk)
+
+
+def representative_metadata_of(
+    session: Session,
+    *,
+    series_pk: int | None = None,
+    study_pk: int | None = None,
+    patient_pk: int | None = None,
+) -> dict[str, Any]:
+    """DICOM JSON of the first instance (lowest instance_pk) of a series, else a study, else a patient."""
+    stmt = select(Instance.metadata_json).join(Series, Series.series_pk == Instance.series_pk)
+    if series_pk is not None:
+        stmt = stmt.where(Instance.series_pk == series_pk)
+    elif study_pk is not None:
+        stmt = stmt.where(Series.study_pk == study_pk)
     else:
-        stmt = stmt.join(Study, Study.study_pk == Series.study_pk).where(
-            Study.patient_pk == match.patient.patient_pk
-        )
+        stmt = stmt.join(Study, Study.study_pk == Series.study_pk).where(Study.patient_pk == patient_pk)
     blob = session.scalar(stmt.order_by(Instance.instance_pk).limit(1))
     return metadata_dict(blob) if blob else {}
 

@@ -81,8 +81,17 @@ class Study(Base):
 
 # The study list's order (newest first, QIDO's and the worklist's default) read straight off an index, so
 # `ORDER BY StudyDate DESC, StudyTime DESC, study_pk LIMIT n` stops after n rows instead of sorting every
-# study of the partition; StudyDate ranges use it too.
-Index("ix_study_date", Study.partition, Study.StudyDate.desc(), Study.StudyTime.desc())
+# study of the partition; StudyDate ranges use it too. patient_pk rides along so that a filter on a
+# patient attribute (PatientName wildcards) joins each index entry to its patient without first reading the
+# study row.
+Index(
+    "ix_study_date",
+    Study.partition,
+    Study.StudyDate.desc(),
+    Study.StudyTime.desc(),
+    Study.study_pk,
+    Study.patient_pk,
+)
 
 
 class Series(Base):

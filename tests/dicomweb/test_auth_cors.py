@@ -82,3 +82,52 @@ def test_openapi_lists_the_routes(seeded: Seeded) -> None:
         "/health",
     ):
         assert path in paths, path
+
+
+def test_verified_tokens_are_remembered_briefly(fresh, monkeypatch) -> None:
+    """dicomweb.auth remembers a verified token for TOKEN_CACHE_SECONDS: revocation in the index takes
+    effect within that time; expiry is checked on every request; unknown tokens are never remembered."""
+    from sqlalchemy import update
+
+    from dicomweb import auth
+    from imaging.index.schema import ApiToken
+
+    s = fresh()
+    token = add_token(s.archive, "clinician")
+    clock = [1000.0]
+    monkeypatch.setattr(auth, "_clock", lambda: clock[0])
+    with s.client(token=None, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.get("/studies").status_code == 200
+        with s.archive.db.write() as session:
+            session.execute(update(ApiToken).values(revoked=True))
+        clock[0] += auth.TOKEN_CACHE_SECONDS / 2
+        assert c.get("/studies").status_code == 200  # remembered: still open for a moment
+        clock[0] += auth.TOKEN_CACHE_SECONDS
+        assert c.get("/studies").status_code == 401  # looked up again: revoked
+        clock[0] += 0.1
+        assert c.get("/studies").status_code == 401  # a refusal is not remembered as anything
+    other = fresh()  # another index: the token means nothing there
+    with other.client(token=None, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.get("/studies").status_code == 401
+    with s.archive.db.write() as session:
+        session.execute(update(ApiToken).values(revoked=False))
+    with s.client(token=None, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.get("/studies").status_code == 200
+        auth.forget_tokens()
+        with s.archive.db.write() as session:
+            session.execute(update(ApiToken).values(revoked=True))
+        assert c.get("/studies").status_code == 401  # forgotten: looked up at once
+
+
+def test_expiry_is_checked_on_every_request(fresh, monkeypatch) -> None:
+    from dicomweb import auth
+
+    s = fresh()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    token = add_token(s.archive, "clinician", expires_at=now + dt.timedelta(minutes=1))
+    monkeypatch.setattr(auth, "_clock", lambda: 1000.0)  # the verification never ages
+    with s.client(token=None, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.get("/studies").status_code == 200
+        monkeypatch.setattr(auth, "utcnow", lambda: now + dt.timedelta(minutes=2))
+        r = c.get("/studies")
+        assert r.status_code == 401 and "expired" in r.json()["detail"]

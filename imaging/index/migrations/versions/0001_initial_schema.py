@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 17:20:46.495181
+Create Date: 2026-11-23 19:44:03.347698
 """
 
 from alembic import op
@@ -272,7 +272,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('study', schema=None) as batch_op:
         batch_op.create_index('ix_study_accession', ['AccessionNumber'], unique=False)
-        batch_op.create_index('ix_study_date', ['partition', sa.literal_column('"StudyDate" DESC'), sa.literal_column('"StudyTime" DESC')], unique=False)
+        batch_op.create_index('ix_study_date', ['partition', sa.literal_column('"StudyDate" DESC'), sa.literal_column('"StudyTime" DESC'), 'study_pk', 'patient_pk'], unique=False)
         batch_op.create_index(batch_op.f('ix_study_patient_pk'), ['patient_pk'], unique=False)
 
     op.create_table('series',
