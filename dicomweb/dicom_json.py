@@ -209,33 +209,9 @@ def element_encoder(vr: str, key: str | None = None) -> Callable[[Any], str]:
 
 @lru_cache(maxsize=1024)
 def column_encoder(vr: str, key: str | None = None) -> Callable[[Iterable[Any]], list[str]]:
-    """`element_encoder(vr, key)` over a column of values (a QIDO page, column by column): the usual values
-    (one non-empty string without a backslash, an int) are written inline, every other one by the element
-    encoder."""
+    """`element_encoder(vr, key)` over a column of values (a QIDO page is written column by column)."""
     encode = element_encoder(vr, key)
-    head = ("" if key is None else json_string(key) + ":") + '{"vr":' + json_string(vr) + ',"Value":['
-    if vr in _NUMBER_VRS:
-        return lambda values: [
-            head + int.__repr__(v) + "]}" if v.__class__ is int else encode(v) for v in values
-        ]
-    if vr == "PN":  # the usual name: one component group, {"Alphabetic": name}
-        pn_head = head + "{" + _PN_NAMES[0]
-        return lambda values: [
-            pn_head + json_string(v) + "}]}"
-            if v.__class__ is str and v and "=" not in v and "\\" not in v
-            else encode(v)
-            for v in values
-        ]
-    if vr in _STRING_VRS and vr in _SINGLE_VALUED:
-        return lambda values: [
-            head + json_string(v) + "]}" if v.__class__ is str and v else encode(v) for v in values
-        ]
-    if vr in _STRING_VRS:
-        return lambda values: [
-            head + json_string(v) + "]}" if v.__class__ is str and v and "\\" not in v else encode(v)
-            for v in values
-        ]
-    return lambda values: list(map(encode, values))
+    return lambda values: [encode(v) for v in values]
 
 
 def instance_metadata(compressed: bytes, bulk_base: str) -> bytes:

@@ -54,6 +54,7 @@ class Archive:
         return set().union(*self.receiving.values()) if self.receiving else set()
 
     def close(self) -> None:
+        self.ingestor.close()
         self.db.dispose()
 
 

@@ -182,6 +182,9 @@ class Ingestor:
         ds.save_as(buffer, enforce_file_format=True)
         return self.ingest(buffer.getvalue(), partition=partition, source=source)
 
+    def close(self) -> None:
+        self._stager.shutdown(wait=True)
+
     def _drop_if_orphan(self, key: str, created: bool) -> None:
         if not created:
             return
