@@ -191,6 +191,15 @@ def write_synthetic_study(
     return paths
 
 
+def bundled_testdata_files() -> list[Path]:
+    """The test files pydicom ships (its `get_testdata_files` would also try to download more: no downloads
+    at test time)."""
+    import pydicom.data
+
+    root = Path(pydicom.data.__file__).parent / "test_files"
+    return sorted(path for path in root.glob("*") if path.is_file())
+
+
 def testdata_file(name: str) -> Path:
     from pydicom.data import get_testdata_file
 

@@ -15,6 +15,8 @@ from pynetdicom.utils import make_target
 from imaging.archive import Archive
 from imaging.dimse.contexts import called_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
+from imaging.dimse.provider import GatewayDIMSEProvider
+from imaging.dimse.receive_socket import ReceiveSocket
 from imaging.dimse.retrieve_scp import handle_get, handle_move
 from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
 
@@ -50,11 +52,15 @@ def _echo(event: evt.Event) -> int:
     return 0x0000
 
 
-def _check_called_ae(event: evt.Event, archive: Archive) -> None:
-    """With project-bound AE titles pynetdicom's single-title check is off; refuse an unknown called AE
-    title here, before negotiation (A-ASSOCIATE-RJ: rejected-permanent, service-user, 0x07)."""
+def _requested(event: evt.Event, archive: Archive) -> None:
+    """Before negotiation: refuse an unknown called AE title (with project-bound AE titles pynetdicom's
+    single-title check is off; A-ASSOCIATE-RJ: rejected-permanent, service-user, 0x07), and give the
+    association the C-STORE fast paths (imaging.dimse.provider, .receive_socket) before any P-DATA arrives."""
     if archive.partition_for(called_ae_title(event.assoc)) is None:
         event.assoc.acse.send_reject(0x01, 0x01, 0x07)
+        return
+    GatewayDIMSEProvider.install(event.assoc)
+    ReceiveSocket.install(event.assoc)
 
 
 class _DispatchingServer(ThreadedAssociationServer):
@@ -128,7 +134,7 @@ class Gateway:
         a = [self.archive]
         r = a if self.relay is None else [self.archive, self.relay]
         handlers: list[Any] = [
-            (evt.EVT_REQUESTED, _check_called_ae, a),
+            (evt.EVT_REQUESTED, _requested, a),
             (evt.EVT_C_ECHO, _echo),
             (evt.EVT_C_STORE, handle_store, r),
             (evt.EVT_C_FIND, handle_find, a),

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from imaging.index import json_model
 from imaging.index.extract import _INDEX_TAGS, index_value, parse
+from tests.archive_fixtures import bundled_testdata_files
 
 
 def _uri(elem: Any) -> str:
@@ -32,7 +32,7 @@ def _ours(data: bytes) -> tuple[dict[str, Any], dict[int, list[Any]]]:
 
 def _testdata() -> list[str]:
     files = []
-    for path in get_testdata_files("*"):
+    for path in bundled_testdata_files():
         try:
             dcmread(path, stop_before_pixels=True)
         except Exception:
