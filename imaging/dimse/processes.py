@@ -1,7 +1,7 @@
 """DIMSE gateway processes (Settings.dimse_processes): C-STORE work spread over cores.
 
-Ingest is CPU-bound under one GIL: pynetdicom's receive loop alone costs ~5 ms of CPU per 0.5 MB instance, and
-parsing, indexing and storing as much again. With N processes, the server process still listens on the DIMSE
+Ingest is CPU-bound under one GIL: ~6 ms of CPU per 0.5 MB instance, pynetdicom's state machine and reactor
+loops, parsing, hashing, indexing and the file system together. With N processes, the server process still listens on the DIMSE
 port and accepts every connection, but hands each accepted connection to whichever of the N (itself or one of
 its N-1 children) has the fewest open connections: the socket is passed over a Unix socket pair (SCM_RIGHTS),
 and the child serves it as if it had accepted it. Unlike SO_REUSEPORT, which spreads connections by a hash of
