@@ -168,30 +168,32 @@ def _store_part(ctx: Context, part: multipart.Part, study: str | None, spool_loc
         # A Part 10 stream without its preamble (pydicom.dcmwrite's default, as dicomweb-client sends):
         # stored with the 128-byte preamble and "DICM" the file format requires; the rest as received.
         data = b"\x00" * 128 + b"DICM" + data
-    sop_class, sop_instance, study_uid = _identify(data)
-    outcome = Outcome(
-        sop_class if valid_uid(sop_class) else "", sop_instance if valid_uid(sop_instance) else ""
-    )
+    # The UIDs a failure is reported under, read only when needed: on success the ingest result has them.
+    identified = _identify(data) if study is not None or media.type != "application/dicom" else None
+
+    def failed(status: int) -> Outcome:
+        sop_class, sop_instance, _ = identified or _identify(data)
+        outcome = Outcome(
+            sop_class if valid_uid(sop_class) else "", sop_instance if valid_uid(sop_instance) else ""
+        )
+        outcome.failure = status
+        return outcome
+
     if media.type != "application/dicom":
-        outcome.failure = FAILURE_CANNOT_UNDERSTAND
-        return outcome
-    if study is not None and study_uid != study:
-        outcome.failure = FAILURE_MISMATCH  # PS3.18: the instance belongs to another study than the URL's
-        return outcome
+        return failed(FAILURE_CANNOT_UNDERSTAND)
+    if identified is not None and identified[2] != study:
+        return failed(FAILURE_MISMATCH)  # PS3.18: the instance belongs to another study than the URL's
     try:
         if ctx.partition == CLINICAL:
             result = ctx.archive.ingestor.ingest(data, partition=ctx.partition, source="stow")
         else:  # a project's STOW root: de-identified on receive, no identified copy is kept
             result = receive_into_project(ctx.archive, ctx.partition, data, source="stow")
     except ArchiveError as exc:
-        outcome.failure = exc.dimse_status or FAILURE_PROCESSING
-        return outcome
+        return failed(exc.dimse_status or FAILURE_PROCESSING)
     except Exception:
         log.exception("STOW part failed")
-        outcome.failure = FAILURE_PROCESSING
-        return outcome
-    outcome.sop_class = result.sop_class_uid
-    outcome.sop_instance = result.sop_instance_uid
+        return failed(FAILURE_PROCESSING)
+    outcome = Outcome(result.sop_class_uid, result.sop_instance_uid)
     outcome.study = result.study_instance_uid
     outcome.series = result.series_instance_uid
     outcome.warnings = list(result.warnings)

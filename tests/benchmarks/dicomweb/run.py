@@ -84,7 +84,8 @@ def start_archive(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     code = (
         "import uvicorn; from imaging.archive import Archive; from imaging.config import load_settings; "
-        "from dicomweb.app import create_app; "
+        "from dicomweb.app import create_app; from imaging.lifecycle import configure_server_process; "
+        "configure_server_process(); "  # as `imaging serve` runs it
         f"a = Archive.open(load_settings(None, data_dir={str(data_dir)!r}, min_free_bytes=0, qido_max_results=1000)); "
         f"uvicorn.run(create_app(a), host='127.0.0.1', port={port}, log_level='warning')"
     )
