@@ -13,9 +13,11 @@ Import them into a folder's conftest.py with `from tests.archive_fixtures import
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -189,6 +191,18 @@ def write_synthetic_study(
             ds.save_as(path, enforce_file_format=True)
             paths.append(path)
     return paths
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """No warnings and no log output: pydicom complains about its own odd test files on every read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def bundled_testdata_files() -> list[Path]:

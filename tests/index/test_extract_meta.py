@@ -3,8 +3,6 @@ same ParsedInstance (or the same error) on pydicom's test files, on synthetic CT
 
 from __future__ import annotations
 
-import logging
-import warnings
 import zlib
 from io import BytesIO
 from typing import Any
@@ -15,7 +13,7 @@ from pydicom import dcmread
 from imaging.errors import ArchiveError
 from imaging.index import extract
 from imaging.synthetic import SyntheticStudy, ct_slice, synthetic_patient
-from tests.archive_fixtures import bundled_testdata_files
+from tests.archive_fixtures import bundled_testdata_files, quiet
 
 
 def _outcome(data: bytes) -> Any:
@@ -52,20 +50,15 @@ def _ct() -> bytes:
 
 def test_same_as_dcmread_on_pydicom_test_files(monkeypatch):
     fast = compared = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.CRITICAL)
-        try:
-            for path in bundled_testdata_files():
-                data = path.read_bytes()
-                if data[128:132] != b"DICM":
-                    continue
-                ours, theirs, read_itself = _both_ways(data, monkeypatch)
-                assert ours == theirs, path
-                fast += read_itself
-                compared += 1
-        finally:
-            logging.disable(logging.NOTSET)
+    with quiet():
+        for path in bundled_testdata_files():
+            data = path.read_bytes()
+            if data[128:132] != b"DICM":
+                continue
+            ours, theirs, read_itself = _both_ways(data, monkeypatch)
+            assert ours == theirs, path
+            fast += read_itself
+            compared += 1
     assert compared > 50 and fast > compared // 2  # most files take the short path, and agree
 
 
@@ -89,8 +82,7 @@ def test_synthetic_ct_takes_the_short_path(monkeypatch):
 )
 def test_damaged_streams_fail_or_parse_as_with_dcmread(damage, monkeypatch):
     data = damage(_ct())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         ours, theirs, _ = _both_ways(data, monkeypatch)
     assert ours == theirs
 

@@ -3,9 +3,8 @@ test files and on hand-made values in every transfer syntax encoding (implicit/e
 
 from __future__ import annotations
 
-import logging
-import warnings
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from imaging.index import json_model
 from imaging.index.extract import _INDEX_TAGS, index_value, parse
-from tests.archive_fixtures import bundled_testdata_files
+from tests.archive_fixtures import bundled_testdata_files, quiet
 
 
 def _uri(elem: Any) -> str:
@@ -30,7 +29,7 @@ def _ours(data: bytes) -> tuple[dict[str, Any], dict[int, list[Any]]]:
     return json_model.encode(dcmread(BytesIO(data)), 1024, _uri)
 
 
-def _testdata() -> list[str]:
+def _testdata() -> list[Path]:
     files = []
     for path in bundled_testdata_files():
         try:
@@ -43,25 +42,20 @@ def _testdata() -> list[str]:
 
 def test_same_json_as_pydicom_on_its_test_files():
     compared = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.CRITICAL)
-        try:
-            for path in _testdata():
-                data = open(path, "rb").read()  # noqa: SIM115
-                try:
-                    ref = _pydicom_json(data)
-                except Exception:
-                    continue
-                ours, _ = _ours(data)
-                compared += 1
-                for key in ref:  # everything pydicom encodes, we encode the same
-                    assert ours.get(key) == ref[key], (path, key)
-                for key in set(ours) - set(ref):
-                    # pydicom under strict reading drops an element with an invalid value; we keep it
-                    assert ours[key]["vr"] == "SQ" or "Value" in ours[key], (path, key)
-        finally:
-            logging.disable(logging.NOTSET)
+    with quiet():
+        for path in _testdata():
+            data = path.read_bytes()
+            try:
+                ref = _pydicom_json(data)
+            except Exception:
+                continue
+            ours, _ = _ours(data)
+            compared += 1
+            for key in ref:  # everything pydicom encodes, we encode the same
+                assert ours.get(key) == ref[key], (path, key)
+            for key in set(ours) - set(ref):
+                # pydicom under strict reading drops an element with an invalid value; we keep it
+                assert ours[key]["vr"] == "SQ" or "Value" in ours[key], (path, key)
     assert compared > 50
 
 
@@ -147,10 +141,9 @@ def test_same_json_and_index_values_on_edge_cases(transfer_syntax, charset):
 def test_index_values_of_test_files_unchanged():
     """parse()'s index values equal pydicom's for every pydicom test file that parse() accepts."""
     checked = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         for path in _testdata():
-            data = open(path, "rb").read()  # noqa: SIM115
+            data = path.read_bytes()
             try:
                 parsed = parse(data)
             except Exception:
