@@ -243,13 +243,16 @@ const { chromium } = require('playwright-core');
     result.seg.viewport = await page.locator('[data-cy="viewport-pane"]').first().innerText();
     await shot('seg');
 
-    // (3) Load the SR: its nodule circle and measurement text are drawn (SVG) on the image.
+    // (3) Load the SR: its nodule circle and measurement text are drawn (SVG) on the image. The SR viewport
+    // opens on its first measurement's slice, except now and then (headless) when it stays on the slice
+    // shown before: its "next measurement" arrow then goes to one, as a reader would click it.
     clicks = 0; lastClick = 0;
+    let arrowed = 0;
     await until('the SR measurement', 180, async () => {
       if (Date.now() - lastClick > 60000 && clicks < 3) {
         await skipTour();
         await thumbnail('SR').first().dblclick({ timeout: 30000 });
-        lastClick = Date.now(); clicks++;
+        lastClick = arrowed = Date.now(); clicks++;
       }
       const svg = await page.evaluate(() => {
         const layers = [...document.querySelectorAll('svg.svg-layer')];
@@ -259,7 +262,14 @@ const { chromium } = require('playwright-core');
         };
       });
       result.sr.svg = svg;
-      return svg.shapes > 0 && /Diameter/.test(svg.text);
+      if (svg.shapes > 0 && /Diameter/.test(svg.text)) return true;
+      const next = page.locator('[data-cy="viewport-action-arrows-right"] svg');
+      if (Date.now() - arrowed > 10000 && await next.count()) {
+        await next.first().click({ timeout: 10000 });
+        arrowed = Date.now();
+        result.sr.arrowClicks = (result.sr.arrowClicks || 0) + 1;
+      }
+      return false;
     });
     await page.waitForTimeout(1000);
     await shot('sr');
