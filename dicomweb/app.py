@@ -1,32 +1,32 @@
-"""The DICOMweb application: `create_app(archive)`.
+"""The HTTP application: `create_app(archive)`.
 
-Service roots: `/dicomweb` (the clinical partition) and `/projects/{project}/dicomweb` (a research
-project's partition; the project name is the partition name). Also `/health` (no token), `/viewer`
-(OHIF, when fetched), `/docs` and `/openapi.json`.
+Service roots: `/dicomweb` (the clinical partition), `/projects/{project}/dicomweb` (a research project's
+partition; the project name is the partition name) and `/shares/{token}/dicomweb` (a share link: read-only,
+its studies only). Beside them the REST resources of the archive (consent, audit) and of every feature, as
+the composition root (imaging.app) declares them; `/health` (no token), `/viewer` (OHIF, when fetched),
+`/docs` and `/openapi.json`.
+
+Every domain error (imaging.errors.ArchiveError) becomes its HTTP status here, in one handler.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb import viewer
-from dicomweb.capabilities import router as capabilities_router
-from dicomweb.routes import qido, rendered, stow, wado
+from dicomweb.routes import audit, capabilities, consent, health, qido, rendered, stow, wado
+from imaging import app as composition
 from imaging.archive import Archive
 from imaging.errors import ArchiveError
 
-log = logging.getLogger(__name__)
 CLINICAL_ROOT = "/dicomweb"
 PROJECT_ROOT = "/projects/{project}/dicomweb"
 SHARE_ROOT = "/shares/{share_token}/dicomweb"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dicomweb"'}
 
 
 class SecurityHeaders:
@@ -56,12 +56,19 @@ class SecurityHeaders:
         await self.app(scope, receive, wrapped)
 
 
-def _project(project: str = Path(description="research project (= partition) name")) -> str:
-    return project
+async def archive_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one place a domain error becomes an HTTP answer (its message never holds PHI)."""
+    assert isinstance(exc, ArchiveError)
+    headers = dict(getattr(exc, "headers", {}))
+    if exc.http_status == 401:
+        headers.update(BEARER_CHALLENGE)
+    return JSONResponse(
+        {"detail": str(exc) or type(exc).__name__}, status_code=exc.http_status, headers=headers or None
+    )
 
 
-def _share_token(share_token: str = Path(description="share link token")) -> str:
-    return share_token
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "invalid request parameters"}, status_code=400)
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -76,40 +83,19 @@ def create_app(archive: Archive) -> FastAPI:
         ),
     )
     app.state.archive = archive
+    app.add_exception_handler(ArchiveError, archive_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
-    @app.exception_handler(ArchiveError)
-    async def archive_error(request: Request, exc: ArchiveError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc) or type(exc).__name__}, status_code=exc.http_status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": "invalid request parameters"}, status_code=400)
-
-    for module in (qido, wado, rendered):
+    for module in (qido, wado, rendered, stow, capabilities):
         app.include_router(module.router, prefix=CLINICAL_ROOT)
-        app.include_router(module.router, prefix=PROJECT_ROOT, dependencies=[Depends(_project)])
-    app.include_router(stow.router, prefix=CLINICAL_ROOT)
-    app.include_router(stow.router, prefix=PROJECT_ROOT, dependencies=[Depends(_project)])
-    app.include_router(capabilities_router, prefix=CLINICAL_ROOT)
-    app.include_router(capabilities_router, prefix=PROJECT_ROOT, dependencies=[Depends(_project)])
+        app.include_router(module.router, prefix=PROJECT_ROOT)
     # A share link is a read-only DICOMweb root over the studies it names (like a Kheops album token).
     for module in (qido, wado, rendered):
-        app.include_router(module.router, prefix=SHARE_ROOT, dependencies=[Depends(_share_token)])
-    from dicomweb.routes import research, shares  # REST: sharing, consent, audit, worklist, projects, cohorts
-
-    app.include_router(shares.router)
-    app.include_router(research.router)
-
-    @app.get("/health", tags=["Health"], summary="Liveness and index reachability (no token)")
-    def health() -> JSONResponse:
-        try:
-            with archive.db.read() as session:
-                session.execute(text("SELECT 1"))
-        except Exception:
-            log.exception("health check: index unreachable")
-            return JSONResponse({"status": "error", "index": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
+        app.include_router(module.router, prefix=SHARE_ROOT)
+    for module in (consent, audit, health):
+        app.include_router(module.router)
+    for router in composition.routers():
+        app.include_router(router)
     app.include_router(viewer.router(settings))
 
     app.add_middleware(
@@ -123,7 +109,3 @@ def create_app(archive: Archive) -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)
     return app
-
-
-def _unused(*_: Any) -> None:  # keeps type checkers quiet about re-exported names
-    return None

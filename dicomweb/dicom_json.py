@@ -7,9 +7,6 @@ Two producers:
   `column_encoder(vr)` a whole column of them, for QIDO pages;
 * `instance_metadata()` turns an instance's cached, compressed DICOM JSON into the served form by putting
   the instance's bulk data URL in place of the cache's placeholders — on the bytes, without re-parsing.
-
-`dataset_json()` is pydicom's `to_json_dict` (PN component objects, numbers for IS/DS, AT as strings,
-empty elements without "Value") with the keys sorted and bulk values as BulkDataURIs.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataset import Dataset
 
 from imaging.index.extract import BULK_PREFIX
 
@@ -111,22 +107,6 @@ def element(vr: str, value: Any) -> dict[str, Any]:
     else:
         values = [v if v != "" else None for v in values]
     return {"vr": vr, "Value": values}
-
-
-def sort_keys(body: dict[str, Any]) -> dict[str, Any]:
-    return dict(sorted(body.items()))
-
-
-def dataset_json(
-    ds: Dataset, bulk_uri: Callable[[Any], str] | None = None, threshold: int = 1024
-) -> dict[str, Any]:
-    """A pydicom Dataset → DICOM JSON object (ascending tags; large binaries as BulkDataURI)."""
-    body = (
-        ds.to_json_dict(threshold, bulk_uri, suppress_invalid_tags=True)
-        if bulk_uri
-        else (ds.to_json_dict(suppress_invalid_tags=True))
-    )
-    return sort_keys(body)
 
 
 def dumps(obj: Any) -> bytes:

@@ -8,7 +8,6 @@ import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 # RFC 2046: the boundary is 1-70 characters; we also bound header blocks.
@@ -120,18 +119,14 @@ def encode(parts: Iterable[tuple[bytes, str]], boundary: str) -> bytes:
     return b"".join(chunks)
 
 
-def stream_files(
-    parts: Iterable[tuple[Path | bytes, str]], boundary: str, chunk: int = 1024 * 1024
-) -> Iterator[bytes]:
-    """A multipart body streamed from files (read in chunks) or in-memory payloads."""
+def stream_parts(parts: Iterable[tuple[bytes | Iterable[bytes], str]], boundary: str) -> Iterator[bytes]:
+    """A multipart body streamed from in-memory payloads or chunk iterators (objects read from storage)."""
     for source, content_type in parts:
         yield part_header(boundary, content_type)
         if isinstance(source, bytes):
             yield source
         else:
-            with open(source, "rb") as f:
-                while block := f.read(chunk):
-                    yield block
+            yield from source
         yield b"\r\n"
     yield closing(boundary)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from pydicom import dcmread, dcmwrite
 from pydicom.encaps import get_frame
+from pydicom.pixels import pack_bits, pixel_array
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -22,6 +22,7 @@ from pydicom.uid import (
 )
 
 from imaging.errors import ArchiveError
+from imaging.storage import InstanceStore
 
 NATIVE = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian}
 UNCOMPRESSED = NATIVE | {DeflatedExplicitVRLittleEndian}
@@ -58,7 +59,8 @@ class CannotDecode(ArchiveError):
 
 @dataclass(frozen=True)
 class PixelInfo:
-    path: Path
+    store: InstanceStore
+    key: str  # the object, read through the store by key (ranges for frames)
     transfer_syntax: str
     rows: int
     columns: int
@@ -77,6 +79,9 @@ class PixelInfo:
     @property
     def encapsulated(self) -> bool:
         return self.transfer_syntax not in UNCOMPRESSED
+
+    def open(self) -> BinaryIO:
+        return self.store.open(self.key)
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
@@ -114,7 +119,7 @@ def stored_frames(info: PixelInfo, numbers: list[int]) -> list[bytes]:
     """Frames (1-based numbers) exactly as stored: native slices or the encapsulated frame bytes."""
     if info.offset is None or info.length is None:
         return [_frame_via_pydicom_raw(info, n) for n in numbers]
-    with info.path.open("rb") as f:
+    with info.open() as f:
         if not info.encapsulated:
             size = info.frame_bytes
             if size is None:
@@ -151,7 +156,8 @@ def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
 
 
 def _frame_via_pydicom_raw(info: PixelInfo, number: int) -> bytes:
-    ds = dcmread(info.path)
+    with info.open() as f:
+        ds = dcmread(f)
     if info.encapsulated:
         return get_frame(ds.PixelData, number - 1, number_of_frames=info.frames)
     size = info.frame_bytes
@@ -161,9 +167,8 @@ def _frame_via_pydicom_raw(info: PixelInfo, number: int) -> bytes:
 
 
 def _native_le(info: PixelInfo, number: int) -> bytes:
-    from pydicom.pixels import pack_bits, pixel_array
-
-    arr: np.ndarray[Any, Any] = pixel_array(str(info.path), index=number - 1, raw=True)
+    with info.open() as f:
+        arr: np.ndarray[Any, Any] = pixel_array(f, index=number - 1, raw=True)
     if info.bits_allocated == 1:
         return bytes(pack_bits(arr))
     return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -174,28 +179,28 @@ def decoded_frames(info: PixelInfo, numbers: list[int]) -> list[bytes]:
     if info.transfer_syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) and info.offset is not None:
         return stored_frames(info, numbers)
     if info.transfer_syntax == DeflatedExplicitVRLittleEndian:
-        arr = dcmread(info.path).pixel_array
+        with info.open() as f:
+            arr = dcmread(f).pixel_array
         frames = arr if info.frames > 1 else arr[np.newaxis]
         return [frames[n - 1].astype(arr.dtype.newbyteorder("<"), copy=False).tobytes() for n in numbers]
     if not info.encapsulated:  # big endian: pydicom reads and byte-swaps
         return [_native_le(info, n) for n in numbers]
-    from pydicom.pixels import pixel_array
-
     out = []
     for n in numbers:
         try:
-            arr = pixel_array(str(info.path), index=n - 1)
+            with info.open() as f:
+                arr = pixel_array(f, index=n - 1)
         except Exception as exc:
             raise CannotDecode(f"cannot decode {info.transfer_syntax}: {type(exc).__name__}") from None
         out.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
     return out
 
 
-def transcode(path: Path, stored: str, target: str) -> bytes:
-    """The Part 10 object re-encoded in `target` (Explicit or Implicit VR Little Endian)."""
+def transcode(source: BinaryIO, stored: str, target: str) -> bytes:
+    """The Part 10 object read from `source` re-encoded in `target` (Explicit or Implicit VR Little Endian)."""
     if target not in TRANSCODE_TARGETS:
         raise CannotDecode(f"cannot transcode to {target}")
-    ds = dcmread(path)
+    ds = dcmread(source)
     if stored not in UNCOMPRESSED:
         try:
             ds.decompress(generate_instance_uid=False)

@@ -15,9 +15,10 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
+from imaging.access.http import PUBLIC
 from imaging.config import Settings
 
 OHIF_PACKAGE = "@ohif/app"
@@ -224,11 +225,12 @@ def router(settings: Settings) -> APIRouter:
     files = ViewerFiles(settings)
     r = APIRouter(tags=["Viewer"], include_in_schema=False)
 
-    @r.get(BASE)
+    # The viewer's static files are public: the viewer itself then sends the user's token to DICOMweb.
+    @r.get(BASE, dependencies=[Depends(PUBLIC)])
     def viewer_root(request: Request) -> Response:
         return files.response("")
 
-    @r.get(BASE + "/{path:path}")
+    @r.get(BASE + "/{path:path}", dependencies=[Depends(PUBLIC)])
     def viewer_file(path: str, request: Request) -> Response:
         return files.response(path)
 

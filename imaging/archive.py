@@ -1,26 +1,26 @@
-"""The archive's shared parts, built once from Settings and handed to every edge (DIMSE, HTTP, CLI, jobs)."""
+"""The archive's shared parts, built once from Settings and handed to every job, feature and edge:
+settings, the index, the object store (behind its Protocol), the ingest path and the receive service."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import text
 
 from imaging.config import Settings
 from imaging.index.db import Database
-from imaging.index.schema import CLINICAL
-from imaging.ingest import Ingestor
-from imaging.storage.filesystem import FilesystemStore
+from imaging.ingest import Ingestor, Receiver
+from imaging.storage import InstanceStore, open_store
 
 
 @dataclass
 class Archive:
     settings: Settings
     db: Database
-    store: FilesystemStore
+    store: InstanceStore
     ingestor: Ingestor
+    receiver: Receiver
     # Series currently receiving on an open association: not stable yet, whatever the clock says. Keyed by
     # id(association) in this process, (pid, id) for associations of extra gateway processes (dimse/processes).
     receiving: dict[Hashable, set[tuple[str, str]]] = field(default_factory=dict)
@@ -31,23 +31,13 @@ class Archive:
         the sweep of temporary files, which would remove the other processes' files being written."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_url)
-        store = FilesystemStore(settings.objects_dir, min_free_bytes=settings.min_free_bytes)
+        store = open_store(settings)
         if maintenance:
             db.migrate()
             refresh_planner_statistics(db)
             store.sweep_temporary()
-        return cls(settings, db, store, Ingestor(db, store, policy=settings.overwrite_policy))
-
-    def object_path(self, key: str) -> Path:
-        return self.store.path_for(key)
-
-    def partition_for(self, called_ae: str) -> str | None:
-        """The partition a called AE title serves: ours → clinical, a project-bound one → that project,
-        anything else → None (refused)."""
-        called = called_ae.strip()
-        if called == self.settings.ae_title:
-            return CLINICAL
-        return self.settings.project_ae_titles.get(called)
+        ingestor = Ingestor(db, store, policy=settings.overwrite_policy)
+        return cls(settings, db, store, ingestor, Receiver(settings, db, ingestor))
 
     def receiving_series(self) -> set[tuple[str, str]]:
         """(partition, SeriesInstanceUID) of every series an open association is sending."""

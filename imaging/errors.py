@@ -42,6 +42,34 @@ class DuplicateConflict(ArchiveError):
     http_status = 409
 
 
+class NotAuthenticated(ArchiveError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+    dimse_status = 0x0124
+    http_status = 401
+
+
+class NotAuthorized(ArchiveError):
+    """The caller is known but may not do this here (role, partition, AE title)."""
+
+    dimse_status = 0x0124  # Refused: Not Authorized
+    http_status = 403
+
+
+class InvalidRequest(ArchiveError, ValueError):
+    """The request itself is malformed: a bad parameter, an unknown value, an impossible combination.
+    (Also a ValueError: what a caller passing a bad value expects from a domain function.)"""
+
+    dimse_status = 0xC000
+    http_status = 400
+
+
+class Conflict(ArchiveError):
+    """The request conflicts with the current state (exists already, not ready yet)."""
+
+    http_status = 409
+
+
 class NotFound(ArchiveError):
     dimse_status = 0xC000
     http_status = 404

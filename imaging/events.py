@@ -1,10 +1,20 @@
-"""Typed change events, written to the index's change log in the same transaction as the change."""
+"""Events: typed change kinds written to the index's change log, and in-transaction domain events.
+
+* ChangeKind — what the change log records (durable; the job runner's consumers read it after commit).
+* Domain events (e.g. PatientOptedOut) — published by a low layer inside the caller's transaction, so that
+  a feature reacts atomically without the low layer importing it: the outbox cancels queued deliveries
+  because it subscribed to consent at the composition root (imaging.app), not because consent imports it.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 
 class ChangeKind(StrEnum):
@@ -17,11 +27,26 @@ class ChangeKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class ChangeEvent:
-    seq: int
-    kind: ChangeKind
-    partition: str
-    StudyInstanceUID: str
-    SeriesInstanceUID: str
-    SOPInstanceUID: str
-    created_at: dt.datetime
+class PatientOptedOut:
+    """A patient opted out of secondary use: no new publication or delivery, queued ones cancelled."""
+
+    PatientID: str
+    IssuerOfPatientID: str
+    user: str
+
+
+E = TypeVar("E")
+Handler = Callable[[Session, Any], None]
+_handlers: defaultdict[type, list[Handler]] = defaultdict(list)
+
+
+def subscribe(event_type: type[E], handler: Callable[[Session, E], None]) -> None:
+    """Call `handler(session, event)` for every `event_type` published (once, however often subscribed)."""
+    if handler not in _handlers[event_type]:
+        _handlers[event_type].append(handler)
+
+
+def publish(session: Session, event: object) -> None:
+    """Run the subscribers inside the publisher's transaction: they commit or roll back with it."""
+    for handler in _handlers.get(type(event), ()):
+        handler(session, event)

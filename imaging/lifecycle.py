@@ -9,6 +9,8 @@ import signal
 import threading
 import time
 
+from pydicom import config
+
 # glibc mallopt() parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -34,8 +36,6 @@ def configure_server_process() -> None:
     patient data in the logs, and ~1 ms of CPU per received instance counting pynetdicom's own command sets.
     The archive keeps what it receives unchanged and checks conformance where it matters (de-identified and
     generated objects are tested with dciodvfy), so the server processes turn that validation off."""
-    from pydicom import config
-
     config.settings.reading_validation_mode = config.IGNORE
     config.settings.writing_validation_mode = config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -97,7 +97,7 @@ class FsckReport:
 def fsck(archive: Archive, *, repair: bool = False, progress: Callable[[], None] | None = None) -> FsckReport:
     report = FsckReport()
     with archive.db.read() as session:
-        indexed = dict(session.execute(select(Instance.object_key, Instance.instance_pk)).tuples().all())
+        indexed = dict(session.execute(select(Instance.object_key, Instance.instance_pk)).all())
     for key in indexed:
         report.checked += 1
         if not archive.store.exists(key):
@@ -117,10 +117,8 @@ def fsck(archive: Archive, *, repair: bool = False, progress: Callable[[], None]
         with archive.db.write() as session:
             session.execute(delete(Instance).where(Instance.object_key.in_(bad)))
             recompute_counts(session)
-        quarantine = archive.settings.data_dir / "quarantine"
         for key in report.corrupt:
-            quarantine.mkdir(exist_ok=True)
-            archive.store.path_for(key).rename(quarantine / key.replace("/", "_"))
+            archive.store.quarantine(key)
         for key in report.unindexed:
             try:
                 archive.ingestor.ingest(

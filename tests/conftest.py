@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import imaging.app  # noqa: F401  (the composition root wires the features: event subscriptions, models)
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

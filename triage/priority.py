@@ -11,18 +11,14 @@ Scheduled Procedure Step Priority (0074,1200) HIGH / MEDIUM / LOW.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 
+from imaging.priority import Priority
 from triage.findings import Finding
+
+__all__ = ["HIGH_DIAMETER_MM", "MEDIUM_DIAMETER_MM", "Priority", "priority_of"]
 
 HIGH_DIAMETER_MM = 8.0
 MEDIUM_DIAMETER_MM = 6.0
-
-
-class Priority(StrEnum):
-    HIGH = "HIGH"
-    MEDIUM = "MEDIUM"
-    LOW = "LOW"
 
 
 def priority_of(

@@ -9,9 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from imaging.index.schema import Base, utcnow
-
-PRIORITY_RANK = {"": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3}
+from imaging.orm import Base, utcnow
 
 
 class TriageOutcome(Base):

@@ -8,17 +8,24 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imaging.archive import Archive
 from imaging.events import ChangeKind
-from imaging.index.schema import CLINICAL, ChangeLog, Instance, Series, Study
+from imaging.index.reads import instance_keys
+from imaging.index.schema import ChangeLog, Series, Study
 from imaging.jobs.runner import JobKind, JobRunner
-from triage.records import PRIORITY_RANK, TriageOutcome
+from imaging.partition import CLINICAL
+from imaging.priority import rank
+from triage.records import TriageOutcome
+
+if TYPE_CHECKING:
+    from triage.pipeline import TriagePipeline
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +34,14 @@ JOB_KIND = "triage"
 # Our own output and objects without pixels are never triaged.
 SKIPPED_MODALITIES = {"SR", "SEG", "PR", "KO", "DOC", "RTSTRUCT"}
 
-_pipelines: dict[tuple[str, str, str], Any] = {}
+_pipelines: dict[tuple[str, str, str], TriagePipeline] = {}
 _lock = threading.Lock()
 
 
-def pipeline_for(archive: Archive) -> Any:
+def pipeline_for(archive: Archive) -> TriagePipeline:
     """The configured pipeline, loaded once per process (bundle verified by checksum on load)."""
+    # Imported on first use: torch and MONAI take seconds to import, and every `imaging` command imports
+    # this module through the composition root (start-up time of the CLI).
     from triage.pipeline import TriagePipeline
 
     s = archive.settings
@@ -46,7 +55,7 @@ def pipeline_for(archive: Archive) -> Any:
         return _pipelines[key]
 
 
-def model_version(pipeline: Any) -> str:
+def model_version(pipeline: TriagePipeline) -> str:
     """What a triage outcome is idempotent on: the bundle's version and its digest (retraining the
     weights changes the digest, not necessarily the version string)."""
     return f"{pipeline.bundle_version}+{pipeline.bundle.digest[:12]}"
@@ -78,16 +87,14 @@ class TriageConsumer:
         return [(JOB_KIND, key, payload)]
 
 
-def _series_keys(archive: Archive, partition: str, series_uid: str) -> list[str]:
+def _series_datasets(archive: Archive, partition: str, series_uid: str) -> list[Dataset]:
     with archive.db.read() as session:
-        return list(
-            session.scalars(
-                select(Instance.object_key)
-                .join(Series, Series.series_pk == Instance.series_pk)
-                .join(Study, Study.study_pk == Series.study_pk)
-                .where(Study.partition == partition, Series.SeriesInstanceUID == series_uid)
-            )
-        )
+        keys = instance_keys(session, partition, series=series_uid)
+    datasets: list[Dataset] = []
+    for key in keys:
+        with archive.store.open(key) as f:
+            datasets.append(dcmread(f))
+    return datasets
 
 
 def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +104,7 @@ def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
         payload["SeriesInstanceUID"],
     )
     pipeline = pipeline_for(archive)
-    datasets = [dcmread(archive.object_path(k)) for k in _series_keys(archive, partition, series_uid)]
+    datasets = _series_datasets(archive, partition, series_uid)
     if not datasets or not pipeline.selects(datasets):
         _record(archive, partition, study_uid, series_uid, model_version(pipeline), None, payload)
         return {"selected": False}
@@ -163,7 +170,7 @@ def _record(
         )
         if study is not None and result is not None:
             new = str(result.priority)
-            if PRIORITY_RANK.get(new, 0) > PRIORITY_RANK.get(study.priority, 0):
+            if rank(new) > rank(study.priority):
                 study.priority = new
                 session.add(
                     ChangeLog(

@@ -1,1 +1,2 @@
-"""DICOMweb route modules; each exposes `router`, included under every service root."""
+"""Route modules, one resource each; each exposes `router`. The DICOMweb ones (qido, wado, rendered, stow,
+capabilities) are included under every service root; consent, audit and health once."""

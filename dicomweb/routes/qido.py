@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
-from dicomweb.deps import Context, reader
+from dicomweb.deps import Context, ReadContext
 from dicomweb.dicom_json import (
     MEDIA_TYPE,
     UnknownAttribute,
@@ -31,11 +31,13 @@ from dicomweb.dicom_json import (
     tag_key,
     vr_of,
 )
+from imaging.errors import InvalidRequest
 from imaging.index.attributes import Level
 from imaging.index.extract import metadata_dict, valid_uid
 from imaging.index.matching import COLUMNS, InvalidMatchKey
 from imaging.index.query import Query, count, find_rows, representative_metadata_of
 from imaging.index.schema import Instance, Patient, Series, Study
+from imaging.priority import parse_priorities
 
 router = APIRouter(tags=["QIDO-RS"])
 
@@ -167,19 +169,19 @@ def _int_param(name: str, value: str, maximum: int) -> int:
     try:
         number = int(value.strip())
     except ValueError:
-        raise HTTPException(400, f"{name} must be a non-negative integer") from None
+        raise InvalidRequest(f"{name} must be a non-negative integer") from None
     if number < 0:
-        raise HTTPException(400, f"{name} must be a non-negative integer")
+        raise InvalidRequest(f"{name} must be a non-negative integer")
     if name == "offset" and number > maximum:
-        raise HTTPException(400, "offset out of range")
+        raise InvalidRequest("offset out of range")
     return min(number, maximum)
 
 
 def _check_value(keyword: str, value: str) -> None:
     if len(value) > MAX_VALUE_LENGTH:
-        raise HTTPException(400, f"matching value for {keyword} is too long")
+        raise InvalidRequest(f"matching value for {keyword} is too long")
     if any(ord(c) < 32 and c not in "\t" for c in value):
-        raise HTTPException(400, f"matching value for {keyword} contains control characters")
+        raise InvalidRequest(f"matching value for {keyword} contains control characters")
 
 
 def parse_request(request: Request, level: Level, max_results: int) -> QidoRequest:
@@ -190,7 +192,7 @@ def parse_request(request: Request, level: Level, max_results: int) -> QidoReque
         lowered = name.lower()
         if lowered in RESERVED:
             if lowered != "includefield" and lowered in seen_reserved:
-                raise HTTPException(400, f"{lowered} given more than once")
+                raise InvalidRequest(f"{lowered} given more than once")
             seen_reserved.add(lowered)
             if lowered == "limit":
                 q.limit = _int_param("limit", value, 2**62)
@@ -198,7 +200,7 @@ def parse_request(request: Request, level: Level, max_results: int) -> QidoReque
                 q.offset = _int_param("offset", value, MAX_OFFSET)
             elif lowered == "fuzzymatching":
                 if value.strip().lower() not in ("true", "false"):
-                    raise HTTPException(400, "fuzzymatching must be true or false")
+                    raise InvalidRequest("fuzzymatching must be true or false")
                 q.fuzzy = value.strip().lower() == "true"
             else:
                 for field in value.split(","):
@@ -209,33 +211,31 @@ def parse_request(request: Request, level: Level, max_results: int) -> QidoReque
                         q.include_all = True
                         continue
                     if "." in field:
-                        raise HTTPException(400, "includefield: sequence attribute paths are not supported")
+                        raise InvalidRequest("includefield: sequence attribute paths are not supported")
                     try:
                         q.include.append(resolve(field)[1])
                     except UnknownAttribute as exc:
-                        raise HTTPException(400, f"includefield: {exc}") from None
+                        raise InvalidRequest(f"includefield: {exc}") from None
             continue
         if "." in name:
-            raise HTTPException(400, "matching on sequence attributes is not supported")
+            raise InvalidRequest("matching on sequence attributes is not supported")
         try:
             _, keyword = resolve(name)
         except UnknownAttribute as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise InvalidRequest(str(exc)) from None
         _check_value(keyword, value)
         if keyword == TRIAGE_PRIORITY and level is not Level.IMAGE:
-            wanted = [v.strip().upper() for v in value.split("\\") if v.strip()]
-            if any(v not in ("HIGH", "MEDIUM", "LOW") for v in wanted):
-                raise HTTPException(400, f"{TRIAGE_PRIORITY} must be HIGH, MEDIUM or LOW")
+            wanted = parse_priorities(v for v in value.split("\\") if v.strip())
             q.priority = ",".join(wanted) or None
             q.include.append(keyword)
             continue
         if keyword == "Modality" and level is Level.STUDY:
             keyword = "ModalitiesInStudy"  # Modality is a series attribute: match the study's modalities
         if keyword in q.keys:
-            raise HTTPException(400, f"matching key {keyword} given more than once")
+            raise InvalidRequest(f"matching key {keyword} given more than once")
         if value.strip(" ") not in ("", "*") and keyword not in MATCHABLE[level]:
             if keyword in _IMAGE_MATCH:
-                raise HTTPException(400, f"{keyword} is not an attribute of this query level")
+                raise InvalidRequest(f"{keyword} is not an attribute of this query level")
             q.warnings.append(f"matching on {keyword} is not supported; the key was ignored")
             q.include.append(keyword)
             continue
@@ -414,7 +414,7 @@ def search(request: Request, ctx: Context, level: Level, scope: dict[str, str]) 
     settings = ctx.archive.settings
     for keyword, uid in scope.items():
         if not valid_uid(uid):
-            raise HTTPException(400, f"invalid {keyword} in the path")
+            raise InvalidRequest(f"invalid {keyword} in the path")
     q = parse_request(request, level, settings.qido_max_results)
     q.keys.update(scope)
     maximum = settings.qido_max_results
@@ -442,7 +442,7 @@ def search(request: Request, ctx: Context, level: Level, scope: dict[str, str]) 
                     q.warnings.insert(0, f"There are {remaining} additional results that can be requested")
             body = encode_answers(session, ctx, plan, rows)
     except InvalidMatchKey as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise InvalidRequest(str(exc)) from None
     if q.warnings:
         headers["Warning"] = ", ".join(f'299 imaging: "{w}"' for w in q.warnings)
     if not rows and settings.empty_qido_status == "204":
@@ -451,32 +451,30 @@ def search(request: Request, ctx: Context, level: Level, scope: dict[str, str]) 
 
 
 @router.get("/studies", summary="Search for studies")
-def search_studies(request: Request, ctx: Context = Depends(reader)) -> Response:
+def search_studies(request: Request, ctx: ReadContext) -> Response:
     return search(request, ctx, Level.STUDY, {})
 
 
 @router.get("/series", summary="Search for series (all studies)")
-def search_all_series(request: Request, ctx: Context = Depends(reader)) -> Response:
+def search_all_series(request: Request, ctx: ReadContext) -> Response:
     return search(request, ctx, Level.SERIES, {})
 
 
 @router.get("/studies/{study}/series", summary="Search for series of a study")
-def search_series(study: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def search_series(study: str, request: Request, ctx: ReadContext) -> Response:
     return search(request, ctx, Level.SERIES, {"StudyInstanceUID": study})
 
 
 @router.get("/instances", summary="Search for instances (all studies)")
-def search_all_instances(request: Request, ctx: Context = Depends(reader)) -> Response:
+def search_all_instances(request: Request, ctx: ReadContext) -> Response:
     return search(request, ctx, Level.IMAGE, {})
 
 
 @router.get("/studies/{study}/instances", summary="Search for instances of a study")
-def search_study_instances(study: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def search_study_instances(study: str, request: Request, ctx: ReadContext) -> Response:
     return search(request, ctx, Level.IMAGE, {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/series/{series}/instances", summary="Search for instances of a series")
-def search_series_instances(
-    study: str, series: str, request: Request, ctx: Context = Depends(reader)
-) -> Response:
+def search_series_instances(study: str, series: str, request: Request, ctx: ReadContext) -> Response:
     return search(request, ctx, Level.IMAGE, {"StudyInstanceUID": study, "SeriesInstanceUID": series})

@@ -11,16 +11,18 @@ import math
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from PIL import Image
+from pydicom.pixels import pixel_array
 from sqlalchemy import select
 
 from dicomweb import multipart
-from dicomweb.deps import Context, reader
+from dicomweb.deps import Context, ReadContext
 from dicomweb.dicom_json import cached_dict
+from dicomweb.errors import NotAcceptable
 from dicomweb.pixels import CannotDecode
 from dicomweb.routes.wado import Row, check_uids, find_instances, parse_frame_list, pixel_info
-from imaging.errors import NotFound
+from imaging.errors import InvalidRequest, NotFound
 from imaging.index.schema import Instance, Series, Study
 
 router = APIRouter(tags=["Rendered"])
@@ -38,18 +40,18 @@ class RenderParams:
         if "window" in q:
             parts = [p.strip() for p in q["window"].split(",")]
             if len(parts) not in (2, 3):
-                raise HTTPException(400, "window must be center,width[,function]")
+                raise InvalidRequest("window must be center,width[,function]")
             try:
                 center, width = float(parts[0]), float(parts[1])
             except ValueError:
-                raise HTTPException(400, "window center and width must be numbers") from None
+                raise InvalidRequest("window center and width must be numbers") from None
             function = (parts[2] if len(parts) == 3 else "linear").lower()
             if function not in ("linear", "linear-exact", "sigmoid") or not (
                 math.isfinite(center) and math.isfinite(width)
             ):
-                raise HTTPException(400, "window function must be linear, linear-exact or sigmoid")
+                raise InvalidRequest("window function must be linear, linear-exact or sigmoid")
             if width <= 0 or (function == "linear" and width < 1):
-                raise HTTPException(400, "window width out of range")
+                raise InvalidRequest("window width out of range")
             self.window = (center, width, function)
         if "viewport" in q:
             parts = [p.strip() for p in q["viewport"].split(",")]
@@ -59,9 +61,9 @@ class RenderParams:
                 vw, vh = int(parts[0]), int(parts[1])
                 crop = tuple(float(p) for p in parts[2:]) if len(parts) == 6 else None
             except ValueError:
-                raise HTTPException(400, "viewport must be vw,vh[,sx,sy,sw,sh]") from None
+                raise InvalidRequest("viewport must be vw,vh[,sx,sy,sw,sh]") from None
             if not (0 < vw <= MAX_VIEWPORT and 0 < vh <= MAX_VIEWPORT):
-                raise HTTPException(400, f"viewport sizes must be 1..{MAX_VIEWPORT}")
+                raise InvalidRequest(f"viewport sizes must be 1..{MAX_VIEWPORT}")
             self.viewport = (vw, vh, crop)  # type: ignore[assignment]
         elif thumbnail:
             self.viewport = (THUMBNAIL_SIZE, THUMBNAIL_SIZE, None)
@@ -69,9 +71,9 @@ class RenderParams:
             try:
                 self.quality = int(q["quality"])
             except ValueError:
-                raise HTTPException(400, "quality must be 1..100") from None
+                raise InvalidRequest("quality must be 1..100") from None
             if not 1 <= self.quality <= 100:
-                raise HTTPException(400, "quality must be 1..100")
+                raise InvalidRequest("quality must be 1..100")
 
 
 def _negotiate(request: Request) -> str:
@@ -83,7 +85,7 @@ def _negotiate(request: Request) -> str:
             return media
         if media in ("*/*", "image/*"):
             return "image/jpeg"
-    raise HTTPException(406, "rendered images are available as image/jpeg or image/png")
+    raise NotAcceptable("rendered images are available as image/jpeg or image/png")
 
 
 def _first(cached: dict[str, Any], tag: str) -> float | None:
@@ -129,15 +131,14 @@ def _to_uint8(
 
 
 def render_frame(ctx: Context, instance: Instance, number: int, params: RenderParams) -> bytes:
-    from pydicom.pixels import pixel_array
-
     info = pixel_info(ctx, instance)
     if not 1 <= number <= info.frames:
         raise NotFound(f"the instance has {info.frames} frames")
-    if not info.path.is_file():
-        raise NotFound("object not in storage")
     try:
-        arr = pixel_array(str(info.path), index=number - 1)
+        with info.open() as f:  # NotFound when the object is missing from storage
+            arr = pixel_array(f, index=number - 1)
+    except NotFound:
+        raise
     except Exception as exc:
         raise CannotDecode(f"cannot decode {info.transfer_syntax}: {type(exc).__name__}") from None
     image = Image.fromarray(_to_uint8(arr, cached_dict(instance.metadata_json), params))
@@ -215,9 +216,7 @@ def _representative(ctx: Context, study: str, series: str | None) -> Instance:
 
 # ------------------------------------------------------------------------------------------- routes
 @router.get("/studies/{study}/series/{series}/instances/{sop}/rendered", summary="Rendered instance")
-def rendered_instance(
-    study: str, series: str, sop: str, request: Request, ctx: Context = Depends(reader)
-) -> Response:
+def rendered_instance(study: str, series: str, sop: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=False)
     row = _instance(ctx, study, series, sop)
     return _image_response([render_frame(ctx, row.instance, 1, params)], params.media)
@@ -227,7 +226,7 @@ def rendered_instance(
     "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered", summary="Rendered frames"
 )
 def rendered_frames(
-    study: str, series: str, sop: str, frames: str, request: Request, ctx: Context = Depends(reader)
+    study: str, series: str, sop: str, frames: str, request: Request, ctx: ReadContext
 ) -> Response:
     params = RenderParams(request, thumbnail=False)
     row = _instance(ctx, study, series, sop)
@@ -236,7 +235,7 @@ def rendered_frames(
 
 
 @router.get("/studies/{study}/series/{series}/rendered", summary="Rendered series (one part per image)")
-def rendered_series(study: str, series: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def rendered_series(study: str, series: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=False)
     check_uids(study=study, series=series)
     with ctx.archive.db.read() as session:
@@ -249,7 +248,7 @@ def rendered_series(study: str, series: str, request: Request, ctx: Context = De
 
 
 @router.get("/studies/{study}/rendered", summary="Rendered study (one part per image)")
-def rendered_study(study: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def rendered_study(study: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=False)
     check_uids(study=study)
     with ctx.archive.db.read() as session:
@@ -262,21 +261,19 @@ def rendered_study(study: str, request: Request, ctx: Context = Depends(reader))
 
 
 @router.get("/studies/{study}/thumbnail", summary="Study thumbnail")
-def thumbnail_study(study: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def thumbnail_study(study: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=True)
     return _image_response([render_frame(ctx, _representative(ctx, study, None), 1, params)], params.media)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
-def thumbnail_series(study: str, series: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def thumbnail_series(study: str, series: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=True)
     return _image_response([render_frame(ctx, _representative(ctx, study, series), 1, params)], params.media)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail", summary="Instance thumbnail")
-def thumbnail_instance(
-    study: str, series: str, sop: str, request: Request, ctx: Context = Depends(reader)
-) -> Response:
+def thumbnail_instance(study: str, series: str, sop: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=True)
     row = _instance(ctx, study, series, sop)
     return _image_response([render_frame(ctx, row.instance, 1, params)], params.media)
@@ -286,7 +283,7 @@ def thumbnail_instance(
     "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/thumbnail", summary="Frame thumbnail"
 )
 def thumbnail_frame(
-    study: str, series: str, sop: str, frames: str, request: Request, ctx: Context = Depends(reader)
+    study: str, series: str, sop: str, frames: str, request: Request, ctx: ReadContext
 ) -> Response:
     params = RenderParams(request, thumbnail=True)
     row = _instance(ctx, study, series, sop)

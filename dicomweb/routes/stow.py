@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydicom import dcmread
 from starlette.concurrency import run_in_threadpool
 
 from dicomweb import multipart
-from dicomweb.deps import Context, storer
+from dicomweb.deps import Context, StoreContext
 from dicomweb.dicom_json import MEDIA_TYPE, dumps
-from imaging.errors import ArchiveError
+from dicomweb.errors import PayloadTooLarge, UnsupportedMediaType
+from imaging.errors import ArchiveError, InvalidRequest
 from imaging.index.extract import valid_uid
-from imaging.index.schema import CLINICAL
-from imaging.projects import receive_into_project
+from imaging.ingest import Expected
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["STOW-RS"])
@@ -57,24 +57,24 @@ def _request_body_type(request: Request) -> tuple[str, str | None]:
     """('multipart', boundary) or ('single', None); raises 415/400 on unsupported or malformed types."""
     header = request.headers.get("content-type")
     if not header:
-        raise HTTPException(415, 'Content-Type is required: multipart/related; type="application/dicom"')
+        raise UnsupportedMediaType('Content-Type is required: multipart/related; type="application/dicom"')
     media = multipart.parse_media_type(header)
     if media.type == "application/dicom":
         return "single", None
     if media.type != "multipart/related":
-        raise HTTPException(415, f"unsupported media type {media.type[:64]}; use multipart/related")
+        raise UnsupportedMediaType(f"unsupported media type {media.type[:64]}; use multipart/related")
     part_type = (media.param("type") or "").lower()
     if not part_type:
-        raise HTTPException(400, "multipart/related needs a type parameter (application/dicom)")
+        raise InvalidRequest("multipart/related needs a type parameter (application/dicom)")
     if part_type != "application/dicom":
-        raise HTTPException(
-            415, f"unsupported part type {part_type[:64]}; this server stores application/dicom"
+        raise UnsupportedMediaType(
+            f"unsupported part type {part_type[:64]}; this server stores application/dicom"
         )
     boundary = media.param("boundary")
     if not boundary:
-        raise HTTPException(400, "multipart/related needs a boundary parameter")
+        raise InvalidRequest("multipart/related needs a boundary parameter")
     if len(boundary) > multipart.MAX_BOUNDARY:
-        raise HTTPException(400, "boundary parameter too long")
+        raise InvalidRequest("boundary parameter too long")
     return "multipart", boundary
 
 
@@ -89,8 +89,8 @@ async def _drain(request: Request, already: int) -> None:
         pass
 
 
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
 
 
 async def _receive_parts(request: Request, ctx: Context) -> tuple[list[multipart.Part], Any]:
@@ -102,7 +102,7 @@ async def _receive_parts(request: Request, ctx: Context) -> tuple[list[multipart
         try:
             too_large = int(declared) > limit
         except ValueError:
-            raise HTTPException(400, "invalid Content-Length") from None
+            raise InvalidRequest("invalid Content-Length") from None
         if too_large:
             await _drain(request, 0)
             raise _too_large(limit)
@@ -131,15 +131,15 @@ async def _receive_parts(request: Request, ctx: Context) -> tuple[list[multipart
                 single.write(chunk)
         if parser is None:
             if single.size == 0:
-                raise HTTPException(400, "empty request body")
+                raise InvalidRequest("empty request body")
             return [single], spool
         parts = parser.finish()
         if not parts:
-            raise HTTPException(400, "the multipart body has no parts")
+            raise InvalidRequest("the multipart body has no parts")
         return parts, spool
     except multipart.MultipartError as exc:
         spool.close()
-        raise HTTPException(400, f"malformed multipart body: {exc}") from None
+        raise InvalidRequest(f"malformed multipart body: {exc}") from None
     except BaseException:
         spool.close()
         raise
@@ -168,11 +168,10 @@ def _store_part(ctx: Context, part: multipart.Part, study: str | None, spool_loc
         # A Part 10 stream without its preamble (pydicom.dcmwrite's default, as dicomweb-client sends):
         # stored with the 128-byte preamble and "DICM" the file format requires; the rest as received.
         data = b"\x00" * 128 + b"DICM" + data
-    # The UIDs a failure is reported under, read only when needed: on success the ingest result has them.
-    identified = _identify(data) if study is not None or media.type != "application/dicom" else None
 
     def failed(status: int) -> Outcome:
-        sop_class, sop_instance, _ = identified or _identify(data)
+        # The UIDs a failure is reported under, read only now: on success the ingest result has them.
+        sop_class, sop_instance, _ = _identify(data)
         outcome = Outcome(
             sop_class if valid_uid(sop_class) else "", sop_instance if valid_uid(sop_instance) else ""
         )
@@ -181,13 +180,15 @@ def _store_part(ctx: Context, part: multipart.Part, study: str | None, spool_loc
 
     if media.type != "application/dicom":
         return failed(FAILURE_CANNOT_UNDERSTAND)
-    if identified is not None and identified[2] != study:
-        return failed(FAILURE_MISMATCH)  # PS3.18: the instance belongs to another study than the URL's
     try:
-        if ctx.partition == CLINICAL:
-            result = ctx.archive.ingestor.ingest(data, partition=ctx.partition, source="stow")
-        else:  # a project's STOW root: de-identified on receive, no identified copy is kept
-            result = receive_into_project(ctx.archive, ctx.partition, data, source="stow")
+        # A project's STOW root de-identifies on receive; an instance of another study than the URL's is a
+        # mismatch (PS3.18), refused by the receive service like any other difference from the request.
+        result = ctx.archive.receiver.receive(
+            data,
+            source=f"stow:{ctx.principal.user}",
+            partition=ctx.partition,
+            expected=Expected(StudyInstanceUID=study),
+        )
     except ArchiveError as exc:
         return failed(exc.dimse_status or FAILURE_PROCESSING)
     except Exception:
@@ -248,7 +249,7 @@ def _response(ctx: Context, outcomes: list[Outcome], study: str | None) -> Respo
 
 async def store(request: Request, ctx: Context, study: str | None) -> Response:
     if study is not None and not valid_uid(study):
-        raise HTTPException(400, "invalid study UID")
+        raise InvalidRequest("invalid study UID")
     parts, spool = await _receive_parts(request, ctx)
 
     def work() -> list[Outcome]:
@@ -266,10 +267,10 @@ async def store(request: Request, ctx: Context, study: str | None) -> Response:
 
 
 @router.post("/studies", summary="Store instances")
-async def store_instances(request: Request, ctx: Context = Depends(storer)) -> Response:
+async def store_instances(request: Request, ctx: StoreContext) -> Response:
     return await store(request, ctx, None)
 
 
 @router.post("/studies/{study}", summary="Store instances of a study")
-async def store_study_instances(study: str, request: Request, ctx: Context = Depends(storer)) -> Response:
+async def store_study_instances(study: str, request: Request, ctx: StoreContext) -> Response:
     return await store(request, ctx, study)

@@ -11,19 +11,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from dicomweb import multipart
-from dicomweb.deps import Context, reader
+from dicomweb.deps import Context, ReadContext
 from dicomweb.dicom_json import MEDIA_TYPE, cached_dict, instance_metadata, json_array
+from dicomweb.errors import NotAcceptable, RangeNotSatisfiable
 from dicomweb.pixels import (
     FRAME_MEDIA_TYPES,
     TRANSCODE_TARGETS,
@@ -33,8 +33,9 @@ from dicomweb.pixels import (
     stored_frames,
     transcode,
 )
-from imaging.errors import NotFound
+from imaging.errors import InvalidRequest, NotFound
 from imaging.index.extract import valid_uid
+from imaging.index.reads import select_instances
 from imaging.index.schema import Instance, Series, Study
 
 router = APIRouter(tags=["WADO-RS"])
@@ -56,24 +57,13 @@ class Row:
 def check_uids(**uids: str | None) -> None:
     for name, uid in uids.items():
         if uid is not None and not valid_uid(uid):
-            raise HTTPException(400, f"invalid {name} UID")
+            raise InvalidRequest(f"invalid {name} UID")
 
 
 def _select_instances(
     columns: tuple[Any, ...], ctx: Context, study: str, series: str | None, sop: str | None
 ) -> Select[Any]:
-    """`columns` of the instances a WADO path names, in series then instance order."""
-    stmt = (
-        select(*columns)
-        .join(Series, Series.series_pk == Instance.series_pk)
-        .join(Study, Study.study_pk == Series.study_pk)
-        .where(Study.partition == ctx.partition, Study.StudyInstanceUID == study)
-    )
-    if series is not None:
-        stmt = stmt.where(Series.SeriesInstanceUID == series)
-    if sop is not None:
-        stmt = stmt.where(Instance.SOPInstanceUID == sop)
-    return stmt.order_by(Series.SeriesNumber, Series.series_pk, Instance.InstanceNumber, Instance.instance_pk)
+    return select_instances(columns, ctx.partition, study, series, sop)
 
 
 def _not_found(series: str | None, sop: str | None) -> NotFound:
@@ -132,12 +122,18 @@ def _instance_plan(
     return None
 
 
-def _dicom_part(ctx: Context, row: Row, ts: str) -> tuple[Path | bytes, str]:
-    path = ctx.archive.store.path_for(row.instance.object_key)
+Payload = bytes | Iterator[bytes]  # transcoded in memory, or the stored object streamed from storage
+
+
+def _dicom_part(ctx: Context, row: Row, ts: str) -> tuple[Payload, str]:
+    """The instance in `ts`: the stored bytes streamed by key (NotFound before the first chunk), or a
+    transcoded copy."""
+    key, stored = row.instance.object_key, row.instance.TransferSyntaxUID
     content_type = f"application/dicom; transfer-syntax={ts}"
-    if ts == row.instance.TransferSyntaxUID:
-        return path, content_type
-    return transcode(path, row.instance.TransferSyntaxUID, ts), content_type
+    if ts == stored:
+        return ctx.archive.store.stream(key), content_type
+    with ctx.archive.store.open(key) as f:
+        return transcode(f, stored, ts), content_type
 
 
 def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop: str | None) -> Response:
@@ -150,7 +146,7 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
         plan = _instance_plan(ranges, row.instance.TransferSyntaxUID, single=sop is not None)
         plans.append(plan)
     servable = [(row, plan) for row, plan in zip(rows, plans, strict=True) if plan is not None]
-    ready: dict[int, tuple[Path | bytes, str]] = {}
+    ready: dict[int, tuple[Payload, str]] = {}
     to_transcode = [(row, plan) for row, plan in servable if plan[0] != row.instance.TransferSyntaxUID]
     if sop is None and 0 < len(to_transcode) <= EAGER_TRANSCODE:
         # Transcode before answering, so that what cannot be converted is reported (206 + Warning)
@@ -161,7 +157,7 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
             except CannotDecode:
                 servable.remove((row, plan))
     if not servable:
-        raise HTTPException(406, "none of the accepted media types / transfer syntaxes can be served")
+        raise NotAcceptable("none of the accepted media types / transfer syntaxes can be served")
     headers: dict[str, str] = {}
     status = 200
     if len(servable) < len(rows):
@@ -173,23 +169,16 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
     boundary = multipart.new_boundary()
     if sop is not None:  # one instance: build it now, so a failed transcode is a 406, not an empty body
         source, content_type = _dicom_part(ctx, servable[0][0], servable[0][1][0])
-        if isinstance(source, Path):
-            if not source.is_file():
-                raise NotFound("object not in storage")
-            if not servable[0][1][1]:
-                return Response(source.read_bytes(), media_type=content_type)
-            return StreamingResponse(
-                multipart.stream_files([(source, content_type)], boundary),
-                media_type=multipart.multipart_content_type("application/dicom", boundary),
-            )
         if not servable[0][1][1]:
-            return Response(source, media_type=content_type)
-        return Response(
-            multipart.encode([(source, content_type)], boundary),
+            return Response(
+                source if isinstance(source, bytes) else b"".join(source), media_type=content_type
+            )
+        return StreamingResponse(
+            multipart.stream_parts([(source, content_type)], boundary),
             media_type=multipart.multipart_content_type("application/dicom", boundary),
         )
 
-    def parts() -> Iterator[tuple[Path | bytes, str]]:
+    def parts() -> Iterator[tuple[Payload, str]]:
         for row, plan in servable:
             assert plan is not None
             try:
@@ -200,11 +189,11 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
 
     for row, plan in servable:  # objects missing from storage are a 404 before streaming starts
         if plan and plan[0] == row.instance.TransferSyntaxUID:
-            if not ctx.archive.store.path_for(row.instance.object_key).is_file():
+            if not ctx.archive.store.exists(row.instance.object_key):
                 raise NotFound("object not in storage")
             break
     return StreamingResponse(
-        multipart.stream_files(parts(), boundary),
+        multipart.stream_parts(parts(), boundary),
         status_code=status,
         media_type=multipart.multipart_content_type("application/dicom", boundary),
         headers=headers,
@@ -212,19 +201,17 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
 
 
 @router.get("/studies/{study}", summary="Retrieve a study")
-def retrieve_study(study: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def retrieve_study(study: str, request: Request, ctx: ReadContext) -> Response:
     return retrieve(request, ctx, study, None, None)
 
 
 @router.get("/studies/{study}/series/{series}", summary="Retrieve a series")
-def retrieve_series(study: str, series: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def retrieve_series(study: str, series: str, request: Request, ctx: ReadContext) -> Response:
     return retrieve(request, ctx, study, series, None)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}", summary="Retrieve an instance")
-def retrieve_instance(
-    study: str, series: str, sop: str, request: Request, ctx: Context = Depends(reader)
-) -> Response:
+def retrieve_instance(study: str, series: str, sop: str, request: Request, ctx: ReadContext) -> Response:
     return retrieve(request, ctx, study, series, sop)
 
 
@@ -233,7 +220,7 @@ def _check_json_accept(request: Request) -> None:
     for r in _accepts(request):
         if r.type in (MEDIA_TYPE, "application/json", "*/*", "application/*"):
             return
-    raise HTTPException(406, "metadata is available as application/dicom+json")
+    raise NotAcceptable("metadata is available as application/dicom+json")
 
 
 def metadata(request: Request, ctx: Context, study: str, series: str | None, sop: str | None) -> Response:
@@ -252,18 +239,18 @@ def metadata(request: Request, ctx: Context, study: str, series: str | None, sop
 
 
 @router.get("/studies/{study}/metadata", summary="Retrieve study metadata")
-def study_metadata(study: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def study_metadata(study: str, request: Request, ctx: ReadContext) -> Response:
     return metadata(request, ctx, study, None, None)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", summary="Retrieve series metadata")
-def series_metadata(study: str, series: str, request: Request, ctx: Context = Depends(reader)) -> Response:
+def series_metadata(study: str, series: str, request: Request, ctx: ReadContext) -> Response:
     return metadata(request, ctx, study, series, None)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/metadata", summary="Retrieve instance metadata")
 def instance_metadata_route(
-    study: str, series: str, sop: str, request: Request, ctx: Context = Depends(reader)
+    study: str, series: str, sop: str, request: Request, ctx: ReadContext
 ) -> Response:
     return metadata(request, ctx, study, series, sop)
 
@@ -284,7 +271,8 @@ def pixel_info(ctx: Context, instance: Instance) -> PixelInfo:
             return default
 
     return PixelInfo(
-        path=ctx.archive.store.path_for(instance.object_key),
+        store=ctx.archive.store,
+        key=instance.object_key,
         transfer_syntax=instance.TransferSyntaxUID,
         rows=instance.Rows,
         columns=instance.Columns,
@@ -330,35 +318,32 @@ def _frame_plan(ranges: list[multipart.MediaType], stored: str) -> tuple[str, st
 
 def parse_frame_list(text: str, frames: int) -> list[int]:
     if not _FRAME_LIST.match(text):
-        raise HTTPException(400, "frame list must be comma-separated frame numbers")
+        raise InvalidRequest("frame list must be comma-separated frame numbers")
     numbers = [int(n) for n in text.split(",")]
     if len(numbers) > MAX_FRAMES_PER_REQUEST:
-        raise HTTPException(400, "too many frames in one request")
+        raise InvalidRequest("too many frames in one request")
     if any(n < 1 for n in numbers):
-        raise HTTPException(400, "frame numbers start at 1")
+        raise InvalidRequest("frame numbers start at 1")
     if any(n > frames for n in numbers):
-        raise HTTPException(404, f"the instance has {frames} frames")
+        raise NotFound(f"the instance has {frames} frames")
     return numbers
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", summary="Retrieve frames")
 def retrieve_frames(
-    study: str, series: str, sop: str, frames: str, request: Request, ctx: Context = Depends(reader)
+    study: str, series: str, sop: str, frames: str, request: Request, ctx: ReadContext
 ) -> Response:
     row = _one(ctx, study, series, sop)
     info = pixel_info(ctx, row.instance)
     numbers = parse_frame_list(frames, info.frames)
     plan = _frame_plan(_accepts(request), info.transfer_syntax)
     if plan is None:
-        raise HTTPException(406, "the frames cannot be served in any accepted media type")
+        raise NotAcceptable("the frames cannot be served in any accepted media type")
     mode, content_type, is_multipart = plan
-    try:
-        data = stored_frames(info, numbers) if mode == "stored" else decoded_frames(info, numbers)
-    except FileNotFoundError:
-        raise NotFound("object not in storage") from None
+    data = stored_frames(info, numbers) if mode == "stored" else decoded_frames(info, numbers)
     if not is_multipart:
         if len(data) != 1:
-            raise HTTPException(406, "several frames need a multipart/related response")
+            raise NotAcceptable("several frames need a multipart/related response")
         return Response(data[0], media_type=content_type)
     boundary = multipart.new_boundary()
     part_type = content_type.split(";")[0]
@@ -375,9 +360,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
-        raise HTTPException(
-            416, "only a single bytes range is supported", headers={"Content-Range": f"bytes */{size}"}
-        )
+        raise RangeNotSatisfiable("only a single bytes range is supported", size)
     first, sep, last = spec.strip().partition("-")
     try:
         if not sep:
@@ -389,10 +372,10 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             start = int(first)
             end = int(last) if last else size - 1
     except ValueError:
-        raise HTTPException(416, "malformed Range", headers={"Content-Range": f"bytes */{size}"}) from None
+        raise RangeNotSatisfiable("malformed Range", size) from None
     end = min(end, size - 1)
     if start > end or start >= size:
-        raise HTTPException(416, "range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
+        raise RangeNotSatisfiable("range not satisfiable", size)
     return start, end
 
 
@@ -409,18 +392,11 @@ def _find_element(ds: Any, tag: int) -> Any:
 
 
 def _bulk_bytes(ctx: Context, instance: Instance, tag: int) -> tuple[bytes, str]:
-    path = ctx.archive.store.path_for(instance.object_key)
-    ts = instance.TransferSyntaxUID
+    key, ts = instance.object_key, instance.TransferSyntaxUID
     if tag == 0x7FE00010 and instance.pixel_offset is not None and instance.pixel_length is not None:
-        try:
-            return ctx.archive.store.read_range(
-                instance.object_key, instance.pixel_offset, instance.pixel_length
-            ), ts
-        except FileNotFoundError:
-            raise NotFound("object not in storage") from None
-    if not path.is_file():
-        raise NotFound("object not in storage")
-    ds = dcmread(path)
+        return ctx.archive.store.read_range(key, instance.pixel_offset, instance.pixel_length), ts
+    with ctx.archive.store.open(key) as f:
+        ds = dcmread(f)
     elem = _find_element(ds, tag)
     if elem is None or elem.value is None:
         raise NotFound("no such bulk data")
@@ -436,10 +412,10 @@ def _bulk_bytes(ctx: Context, instance: Instance, tag: int) -> tuple[bytes, str]
     "/studies/{study}/series/{series}/instances/{sop}/bulk/{tag}", summary="Retrieve bulk data (BulkDataURI)"
 )
 def retrieve_bulk(
-    study: str, series: str, sop: str, tag: str, request: Request, ctx: Context = Depends(reader)
+    study: str, series: str, sop: str, tag: str, request: Request, ctx: ReadContext
 ) -> Response:
     if not _BULK_TAG.match(tag):
-        raise HTTPException(400, "bulk data is addressed by an 8-digit hex tag")
+        raise InvalidRequest("bulk data is addressed by an 8-digit hex tag")
     row = _one(ctx, study, series, sop)
     data, ts = _bulk_bytes(ctx, row.instance, int(tag, 16))
     content_type = (
@@ -459,7 +435,7 @@ def retrieve_bulk(
         if r.type in ("application/octet-stream", "*/*", "application/*"):
             break
     else:
-        raise HTTPException(406, "bulk data is available as application/octet-stream")
+        raise NotAcceptable("bulk data is available as application/octet-stream")
     status, headers = 200, {"Accept-Ranges": "bytes"}
     byte_range = _byte_range(request.headers.get("range"), len(data))
     if byte_range is not None:

@@ -1,1 +1,4 @@
-"""DICOM gateway over DIMSE (pynetdicom): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET."""
+"""DICOM gateway over DIMSE (an edge, pynetdicom): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET. The SCP handlers
+translate DIMSE to domain calls (C-STORE → `Receiver.receive`) and domain errors to DIMSE statuses; the
+gateway (`server`), its extra processes (`processes`) and the C-STORE fast paths (`provider`,
+`receive_socket`, `part10`) carry the protocol."""

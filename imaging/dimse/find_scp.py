@@ -47,7 +47,7 @@ def handle_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int, Any]]
         level = level_of(request, levels_for(model))
         matching, returned = keys_of(request)
         in_sequences = sequence_keys(request)
-        partition = archive.partition_for(called_ae_title(event.assoc))
+        partition = archive.receiver.partition_for(called_ae_title(event.assoc))
         if partition is None:
             raise BadIdentifier("called AE title serves no partition")
         query = Query(level=level, keys=matching, partition=partition)

@@ -32,11 +32,13 @@ import sys
 import threading
 import time
 from collections.abc import Hashable
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from imaging.archive import Archive
 from imaging.config import Settings
+from imaging.dimse.server import Gateway
 from imaging.lifecycle import configure_server_process, wait_until_terminated
 
 log = logging.getLogger(__name__)
@@ -161,8 +163,6 @@ def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
     if parent is not None:
 
         def watch() -> None:
-            from multiprocessing.connection import wait
-
             wait([parent.sentinel])
             stop.set()
 
@@ -173,8 +173,6 @@ def child_main(
     settings: Settings, address: tuple[str, int], channel: socket.socket, messages: Any, parent_pid: int
 ) -> None:
     """An extra gateway process: serve the connections handed over until SIGTERM or the parent's death."""
-    from imaging.dimse.server import Gateway
-
     stop = threading.Event()  # set by the parent watcher or the end of the socket pair
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     _die_with_parent(parent_pid, stop)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -68,7 +71,6 @@ def sequence_keys(identifier: Dataset) -> dict[str, dict[str, str]]:
 
 def _value_matches(stored: list[object], key: str, vr: str) -> bool:
     """Single value, list (backslash), wildcard; person names ignore case (PS3.4 C.2.2.2.1)."""
-    import fnmatch
 
     def norm(v: object) -> str:
         if isinstance(v, dict):  # DICOM JSON person name
@@ -89,8 +91,6 @@ def _value_matches(stored: list[object], key: str, vr: str) -> bool:
 
 def sequence_matches(metadata: dict[str, object], keys: dict[str, dict[str, str]]) -> bool:
     """Whether the DICOM JSON `metadata` of an entity satisfies every sequence matching key."""
-    from pydicom.datadict import dictionary_VR, tag_for_keyword
-
     for seq_keyword, item_keys in keys.items():
         element = metadata.get(f"{tag_for_keyword(seq_keyword):08X}")
         items = element.get("Value", []) if isinstance(element, dict) else []

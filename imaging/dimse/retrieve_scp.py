@@ -1,25 +1,25 @@
 """C-MOVE and C-GET SCP: stored objects go back byte for byte as stored, to a destination AE named in
 configuration (C-MOVE) or over the same association (C-GET).
 
-pynetdicom's retrieve service wants a Dataset per sub-operation and encodes it with
-`pynetdicom.association.encode`. Decoding and re-encoding with pydicom would not give back the bytes
-received (group lengths dropped, trailing padding, deflate stream, lengths of undefined-length items), so
-each sub-operation yields a `StoredInstance`: a Dataset that carries its stored data set bytes, which
-`_encode` (wrapping pynetdicom's) returns unchanged when the agreed transfer syntax is the stored one. Only
-when a peer accepted another (uncompressed) syntax is the object decoded and re-encoded."""
+Decoding and re-encoding with pydicom would not give back the bytes received (group lengths dropped,
+trailing padding, deflate stream, lengths of undefined-length items), so a sub-operation whose stored syntax
+the peer accepted sends the stored file as it is (see Spool). Only when the peer accepted another syntax is
+the object decoded, and pynetdicom encodes it in the accepted one."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from io import BytesIO
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-import pynetdicom.association as _association
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import build_context, evt
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification
 
 from imaging.archive import Archive
@@ -39,49 +39,87 @@ UNABLE_TO_PROCESS = 0xC000
 
 
 class StoredInstance(Dataset):
-    """A stored object as a Dataset holding only its UIDs, plus its stored bytes (see module doc)."""
+    """A sub-operation's object as pynetdicom's retrieve service wants it (a Dataset, holding only its
+    UIDs), standing for its stored file in the spool, which `send_stored` sends as it is."""
 
     @classmethod
-    def load(cls, data: bytes, sop_class: str, sop_instance: str) -> StoredInstance:
-        meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")
-        syntax = UID(dcmread(BytesIO(data[:meta_end]), specific_tags=[]).file_meta.TransferSyntaxUID)
+    def spooled(cls, path: Path, sop_class: str, sop_instance: str, syntax: str) -> StoredInstance:
         ds = cls()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = syntax
+        ds.file_meta.TransferSyntaxUID = UID(syntax)
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = sop_instance
-        ds.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian, None)
-        object.__setattr__(ds, "stored", data)
-        object.__setattr__(ds, "body_offset", meta_end)
+        object.__setattr__(ds, "spool_path", path)
         return ds
 
-    def encoded(self, implicit: bool, little: bool, deflated: bool) -> bytes | None:
-        syntax = self.file_meta.TransferSyntaxUID
-        data: bytes = self.__dict__["stored"]
-        if (syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated) == (
-            implicit,
-            little,
-            deflated,
-        ):
-            body = data[self.__dict__["body_offset"] :]
-            if len(body) % 2:  # PS3.5 A.5: an odd deflated stream is sent padded with one NUL byte
-                body += b"\0"
-            return body
-        return _pynetdicom_encode(dcmread(BytesIO(data)), implicit, little, deflated)
+
+def send_stored(assoc: Any) -> None:
+    """Make this association's C-STORE sub-operations send a StoredInstance's file exactly as stored:
+    pynetdicom sends a file given by path without decoding it (its STORE_SEND_CHUNKED_DATASET mode, set by
+    the gateway), but its retrieve service takes Datasets only. Bound per association (our C-GET
+    associations at EVT_REQUESTED, C-MOVE sub-associations at EVT_ACCEPTED), never module-wide."""
+    send_c_store = assoc.send_c_store
+
+    def send(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(dataset, StoredInstance):
+            dataset = dataset.__dict__["spool_path"]
+        return send_c_store(dataset, *args, **kwargs)
+
+    assoc.send_c_store = send
 
 
-_pynetdicom_encode = _association.encode
+class Spool:
+    """Where a sub-operation's object waits, as a Part 10 file, while pynetdicom sends it: the store is
+    read by key, so each object is copied here first, and removed once sent (pynetdicom asks for the next
+    sub-operation only after the previous one's response)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.current: Path | None = None
+
+    def hold(self, chunks: Iterator[bytes]) -> Path:
+        self.release()
+        fd, name = tempfile.mkstemp(prefix="retrieve-", suffix=".dcm", dir=self.folder)
+        self.current = path = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            # PS3.5 A.5: a deflated data set of odd length is sent padded with one NUL byte (every value
+            # field, and so every PDV, has an even length; dcmtk aborts on an odd one).
+            f.flush()
+            if (f.tell() - split_dataset(path)[1]) % 2:
+                f.write(b"\0")
+        return path
+
+    def release(self) -> None:
+        if self.current is not None:
+            self.current.unlink(missing_ok=True)
+            self.current = None
 
 
-def _encode(
-    ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False
-) -> bytes | None:
-    if isinstance(ds, StoredInstance):
-        return ds.encoded(is_implicit_vr, is_little_endian, deflated)
-    return _pynetdicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
+def _accepted(assoc: Any, sop_class: str) -> list[str]:
+    """Transfer syntaxes the peer accepted for sending `sop_class` to it (we are the SCU of the C-STOREs)."""
+    return [
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if str(cx.abstract_syntax) == sop_class and (cx.as_scu or assoc.is_acceptor)
+    ]
 
 
-_association.encode = _encode
+def _sub_operation(
+    archive: Archive, spool: Spool, instance: tuple[str, str, str, str], accepted: list[str]
+) -> Dataset:
+    """The stored object when the peer accepted the stored syntax; else the decoded data set, which
+    pynetdicom encodes in an accepted uncompressed syntax."""
+    key, sop_class, sop_instance, syntax = instance
+    if syntax in accepted or not accepted:
+        return StoredInstance.spooled(spool.hold(archive.store.stream(key)), sop_class, sop_instance, syntax)
+    with archive.store.open(key) as f:
+        ds = dcmread(f)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress(generate_instance_uid=False)
+    return ds
 
 
 def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, str]]:
@@ -93,7 +131,7 @@ def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, 
         matching.get(k) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
     ):
         raise BadIdentifier("a retrieve needs at least one unique key")
-    partition = archive.partition_for(called_ae_title(event.assoc))
+    partition = archive.receiver.partition_for(called_ae_title(event.assoc))
     if partition is None:
         raise BadIdentifier("called AE title serves no partition")
     with archive.db.read() as session:
@@ -124,8 +162,18 @@ def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
         yield IDENTIFIER_MISMATCH, None
         return
     pairs = {(sop_class, syntax) for _, sop_class, _, syntax in instances}
-    yield destination.host, destination.port, {"contexts": scu_contexts(pairs)}
-    yield from _send(event, archive, instances)
+    sub_association: list[Any] = []  # pynetdicom opens it between our yields; we need its contexts
+
+    def accepted(event: evt.Event) -> None:
+        send_stored(event.assoc)
+        sub_association.append(event.assoc)
+
+    yield (
+        destination.host,
+        destination.port,
+        {"contexts": scu_contexts(pairs), "evt_handlers": [(evt.EVT_ACCEPTED, accepted)]},
+    )
+    yield from _send(event, archive, instances, lambda: sub_association[0])
 
 
 def handle_get(event: evt.Event, archive: Archive) -> Iterator[Any]:
@@ -135,19 +183,28 @@ def handle_get(event: evt.Event, archive: Archive) -> Iterator[Any]:
         log.info("C-GET refused: %s", exc)
         yield IDENTIFIER_MISMATCH, None
         return
-    yield from _send(event, archive, instances)
+    yield from _send(event, archive, instances, lambda: event.assoc)
 
 
-def _send(event: evt.Event, archive: Archive, instances: list[tuple[str, str, str, str]]) -> Iterator[Any]:
+def _send(
+    event: evt.Event,
+    archive: Archive,
+    instances: list[tuple[str, str, str, str]],
+    association: Callable[[], Any],
+) -> Iterator[Any]:
     yield len(instances)
-    for key, sop_class, sop_instance, _ in instances:
-        if event.is_cancelled:
-            yield CANCEL, None
-            return
-        try:
-            ds = StoredInstance.load(archive.store.read(key), sop_class, sop_instance)
-        except Exception as exc:
-            log.error("stored object %s unreadable: %s", key, type(exc).__name__)
-            yield UNABLE_TO_PROCESS, None
-            return
-        yield PENDING, ds
+    spool = Spool(archive.settings.data_dir / "spool")
+    try:
+        for instance in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            try:
+                item = _sub_operation(archive, spool, instance, _accepted(association(), instance[1]))
+            except Exception as exc:
+                log.error("stored object %s unreadable: %s", instance[0], type(exc).__name__)
+                yield UNABLE_TO_PROCESS, None
+                return
+            yield PENDING, item
+    finally:
+        spool.release()

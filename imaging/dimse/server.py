@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import socketserver
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -17,17 +18,25 @@ from imaging.dimse.contexts import called_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
 from imaging.dimse.provider import GatewayDIMSEProvider
 from imaging.dimse.receive_socket import ReceiveSocket
-from imaging.dimse.retrieve_scp import handle_get, handle_move
+from imaging.dimse.retrieve_scp import handle_get, handle_move, send_stored
 from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
-
-if TYPE_CHECKING:
-    from imaging.dimse.processes import Dispatcher
 
 log = logging.getLogger(__name__)
 # pynetdicom's debug output would print identifiers (PHI): keep it quiet. Its standard handlers also decode
-# every message to format those lines, logged or not (~10% of a C-STORE's CPU): bind none.
+# every message to format those lines, logged or not (~10% of a C-STORE's CPU): bind none. (`_config` is
+# pynetdicom's documented configuration module, despite its name.)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 _config.LOG_HANDLER_LEVEL = "none"
+# C-GET / C-MOVE sub-operations send stored files as they are, never decoded (imaging.dimse.retrieve_scp).
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+
+class Dispatcher(Protocol):
+    """Hands accepted connections to other gateway processes (imaging.dimse.processes.Dispatcher)."""
+
+    def hand_off(self, connection: Any, address: Any) -> bool: ...
+
+    def local_closed(self) -> None: ...
 
 
 class _Contexts(list[Any]):
@@ -56,11 +65,12 @@ def _requested(event: evt.Event, archive: Archive) -> None:
     """Before negotiation: refuse an unknown called AE title (with project-bound AE titles pynetdicom's
     single-title check is off; A-ASSOCIATE-RJ: rejected-permanent, service-user, 0x07), and give the
     association the C-STORE fast paths (imaging.dimse.provider, .receive_socket) before any P-DATA arrives."""
-    if archive.partition_for(called_ae_title(event.assoc)) is None:
+    if archive.receiver.partition_for(called_ae_title(event.assoc)) is None:
         event.assoc.acse.send_reject(0x01, 0x01, 0x07)
         return
     GatewayDIMSEProvider.install(event.assoc)
     ReceiveSocket.install(event.assoc)
+    send_stored(event.assoc)  # C-GET sub-operations on this association send stored files as they are
 
 
 class _DispatchingServer(ThreadedAssociationServer):
@@ -73,6 +83,12 @@ class _DispatchingServer(ThreadedAssociationServer):
         if not self.dispatcher.hand_off(request, client_address):
             super().process_request(request, client_address)
 
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown also drops the server from the AE's list of servers it started itself;
+        # made with AE.make_server, this one was never in it.
+        socketserver.TCPServer.shutdown(self)
+        self.server_close()
+
 
 class _HandoffServer(ThreadedAssociationServer):
     """A child gateway process's server: it listens on nothing; the server process hands it connections."""
@@ -83,9 +99,8 @@ class _HandoffServer(ThreadedAssociationServer):
     def server_activate(self) -> None:
         pass
 
-    def shutdown(self) -> None:  # no serve_forever loop to wait for
+    def shutdown(self) -> None:  # no serve_forever loop to wait for (and never in the AE's own list)
         self.server_close()
-        self.ae._servers.remove(self)
 
 
 def _closed_once(event: evt.Event, callback: Callable[[], None]) -> None:
@@ -121,7 +136,7 @@ class Gateway:
         ae.dimse_timeout = settings.network_timeout
         ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs from the peer
         # Project-bound AE titles are extra called AE titles: each operation checks the called AE
-        # (Archive.partition_for) instead of pynetdicom, which knows only one title.
+        # (Receiver.partition_for) instead of pynetdicom, which knows only one title.
         ae.require_called_aet = not settings.project_ae_titles
         if settings.allowed_calling_aets:
             ae.require_calling_aet = list(settings.allowed_calling_aets)
@@ -185,7 +200,6 @@ class Gateway:
             threading.Thread(
                 target=make_target(server.serve_forever), name="AcceptorServer", daemon=True
             ).start()
-        self.ae._servers.append(server)
         return cast(ThreadedAssociationServer, server)
 
     def stop(self) -> None:

@@ -13,13 +13,12 @@ from imaging.archive import Archive
 from imaging.dimse.contexts import called_ae_title, is_storage_sop_class
 from imaging.dimse.part10 import part10
 from imaging.errors import ArchiveError, SOPClassNotSupported
-from imaging.index.schema import CLINICAL
+from imaging.ingest import Expected
 
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 WARNING_COERCION = 0xB000
-NOT_AUTHORIZED = 0x0124  # called AE title neither ours nor bound to a project
 
 
 class ReceivingRelay(Protocol):
@@ -36,28 +35,20 @@ def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | Non
     try:
         if not is_storage_sop_class(sop_class) and sop_class not in archive.settings.extra_sop_classes:
             raise SOPClassNotSupported("SOP class not supported")
-        partition = archive.partition_for(called_ae_title(event.assoc))
-        if partition is None:
-            return NOT_AUTHORIZED
+        sop_instance = str(request.AffectedSOPInstanceUID)
         data = part10(
             sop_class,
-            str(request.AffectedSOPInstanceUID),
+            sop_instance,
             str(event.context.transfer_syntax),
             cast(BytesIO, request.DataSet).getvalue(),
         )
         calling = str(event.assoc.requestor.ae_title).strip()
-        if partition != CLINICAL:
-            # A project-bound AE title: de-identified on receive, no identified copy is kept.
-            from imaging.projects import receive_into_project
-
-            result = receive_into_project(archive, partition, data, source=f"ae:{calling}")
-        else:
-            result = archive.ingestor.ingest(
-                data,
-                source=calling,
-                expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
-                expected_sop_class_uid=sop_class,
-            )
+        result = archive.receiver.receive(
+            data,
+            source=calling,
+            called_ae=called_ae_title(event.assoc),
+            expected=Expected(SOPInstanceUID=sop_instance, SOPClassUID=sop_class),
+        )
     except ArchiveError as exc:
         log.warning("C-STORE refused: 0x%04X %s", exc.dimse_status, exc)
         return exc.dimse_status

@@ -1,1 +1,5 @@
-"""The index: SQLAlchemy schema, attribute extraction, matching, change log, metadata cache."""
+"""The index (below ingest, above storage): the SQLAlchemy schema (`schema`, columns named by DICOM
+keyword), attribute extraction from received bytes (`extract`, `json_model`, `attributes`), matching and
+queries for QIDO and C-FIND (`matching`, `query`), the write path (`writer`, `prepared`), the read API for
+"instances of a study/series" (`reads`), counts (`stats`), the database and its migrations (`db`,
+`migrations/`)."""

@@ -107,7 +107,7 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["engine"] = self.write_engine
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")  # feature branches of the schema may each add a head
 
     def _writer_turn(self) -> AbstractContextManager[None]:
         return self.writer_lock.held() if self.writer_lock is not None else nullcontext()

@@ -22,17 +22,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-CLINICAL = "clinical"
+from imaging.orm import Base, utcnow
+from imaging.partition import CLINICAL
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
+__all__ = ["CLINICAL", "ApiToken", "Base", "ChangeLog", "ConsumerCursor", "Instance", "Job", "Patient"]
+__all__ += ["Series", "StorageEvent", "Study", "utcnow"]
 
 
 class Patient(Base):

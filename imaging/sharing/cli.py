@@ -1,20 +1,22 @@
-"""`imaging share ...`, `imaging consent ...` and `imaging audit ...` command lines."""
+"""`imaging share ...`: peers, policies, the outbox, share links."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
-from pathlib import Path
+import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from imaging.archive import Archive
-from imaging.config import load_settings
+from imaging.console import CLI_USER, ConfigOpt, DataDirOpt, console, fail, open_archive
 from imaging.errors import ArchiveError
+from imaging.sharing import outbox
+from imaging.sharing.links import create_link, link_info, list_links, revoke
+from imaging.sharing.peers import add_peer, list_peers, peer_info, remove_peer
+from imaging.sharing.policies import add_policy, list_policies, policy_info, remove_policy
 
 share_app = typer.Typer(
     help="Cross-site sharing: peers, policies, deliveries, share links.", no_args_is_help=True
@@ -27,28 +29,6 @@ link_app = typer.Typer(
 share_app.add_typer(peer_app, name="peer")
 share_app.add_typer(policy_app, name="policy")
 share_app.add_typer(link_app, name="link")
-consent_app = typer.Typer(
-    help="Consent registry (opt-outs of secondary use and sharing).", no_args_is_help=True
-)
-audit_app = typer.Typer(help="Audit trail (DICOM PS3.15 A.5 event codes).", no_args_is_help=True)
-
-console = Console(stderr=True)
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file", envvar="IMAGING_CONFIG")
-]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="storage and index folder", envvar="IMAGING_DATA_DIR")
-]
-USER = "cli"
-
-
-def _archive(config: Path | None, data_dir: Path | None) -> Archive:
-    return Archive.open(load_settings(config, data_dir=data_dir))
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------ share
@@ -60,9 +40,8 @@ def status(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Deliveries per peer and study: counts per status and the last error."""
-    from imaging.sharing import outbox
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     with archive.db.read() as session:
         summary = outbox.summary(session)
         groups = outbox.groups(session, peer=peer, study_uid=study)
@@ -99,15 +78,14 @@ def share_study(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue a stable study for peers now (delivered by the server's workers)."""
-    from imaging.sharing import outbox
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     try:
         queued = outbox.share_study(
-            archive, study_uid, peer, project=project, identified=identified, user=USER
+            archive, study_uid, peer, project=project, identified=identified, user=CLI_USER
         )
-    except (ArchiveError, ValueError) as exc:
-        raise _fail(exc) from exc
+    except ArchiveError as exc:
+        fail(exc)
     finally:
         archive.close()
     for name, count in queued.items():
@@ -122,9 +100,8 @@ def retry(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Re-arm failed deliveries."""
-    from imaging.sharing import outbox
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     with archive.db.write() as session:
         count = outbox.retry(session, peer=peer, study_uid=study)
     archive.close()
@@ -155,14 +132,11 @@ def peer_add(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Add or change a peer site."""
-    import os
-
-    from imaging.sharing.peers import add_peer
 
     secret = os.environ.get(secret_env) if secret_env else None
     if secret_env and secret is None:
-        raise _fail(ValueError(f"environment variable {secret_env} is not set"))
-    archive = _archive(config, data_dir)
+        fail(f"environment variable {secret_env} is not set")
+    archive = open_archive(config, data_dir)
     try:
         add_peer(
             archive,
@@ -180,9 +154,10 @@ def peer_add(
             client_key=client_key,
             tls_verify=not insecure,
             tls=tls,
+            user=CLI_USER,
         )
-    except (ArchiveError, ValueError) as exc:
-        raise _fail(exc) from exc
+    except ArchiveError as exc:
+        fail(exc)
     finally:
         archive.close()
     console.print(f"peer {name} saved")
@@ -190,9 +165,8 @@ def peer_add(
 
 @peer_app.command("list")
 def peer_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    from imaging.sharing.peers import list_peers, peer_info
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     with archive.db.read() as session:
         for peer in list_peers(session):
             print(json.dumps(peer_info(peer)))
@@ -201,13 +175,12 @@ def peer_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 @peer_app.command("remove")
 def peer_remove(name: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    from imaging.sharing.peers import remove_peer
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     try:
-        remove_peer(archive, name)
+        remove_peer(archive, name, user=CLI_USER)
     except ArchiveError as exc:
-        raise _fail(exc) from exc
+        fail(exc)
     finally:
         archive.close()
 
@@ -231,9 +204,8 @@ def policy_add(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Add or replace a sharing policy."""
-    from imaging.sharing.policies import add_policy
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     try:
         add_policy(
             archive,
@@ -246,9 +218,10 @@ def policy_add(
             description_regex=description_regex,
             priorities=priority or [],
             enabled=not disabled,
+            user=CLI_USER,
         )
-    except (ArchiveError, ValueError) as exc:
-        raise _fail(exc) from exc
+    except ArchiveError as exc:
+        fail(exc)
     finally:
         archive.close()
     console.print(f"policy {name} saved")
@@ -256,9 +229,8 @@ def policy_add(
 
 @policy_app.command("list")
 def policy_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    from imaging.sharing.policies import list_policies, policy_info
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     with archive.db.read() as session:
         for policy in list_policies(session):
             print(json.dumps(policy_info(policy)))
@@ -267,13 +239,12 @@ def policy_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 @policy_app.command("remove")
 def policy_remove(name: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    from imaging.sharing.policies import remove_policy
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     try:
-        remove_policy(archive, name)
+        remove_policy(archive, name, user=CLI_USER)
     except ArchiveError as exc:
-        raise _fail(exc) from exc
+        fail(exc)
     finally:
         archive.close()
 
@@ -291,9 +262,8 @@ def link_create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Print a new share-link token (shown once; only its hash is stored)."""
-    from imaging.sharing.links import create_link
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     try:
         token, link = create_link(
             archive,
@@ -301,11 +271,11 @@ def link_create(
             cohort=tuple(cohort.split("/", 1)) if cohort else None,  # type: ignore[arg-type]
             partition=partition,
             expires_in=dt.timedelta(days=days),
-            created_by=USER,
+            created_by=CLI_USER,
             description=description,
         )
-    except (ArchiveError, ValueError) as exc:
-        raise _fail(exc) from exc
+    except ArchiveError as exc:
+        fail(exc)
     finally:
         archive.close()
     console.print(f"share link {link.link_pk}, expires {link.expires_at.isoformat()}Z")
@@ -314,14 +284,13 @@ def link_create(
 
 @link_app.command("revoke")
 def link_revoke(link_id: int, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    from imaging.sharing.links import revoke
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     try:
         with archive.db.write() as session:
-            revoke(session, link_id, user=USER)
+            revoke(session, link_id, user=CLI_USER)
     except ArchiveError as exc:
-        raise _fail(exc) from exc
+        fail(exc)
     finally:
         archive.close()
     console.print(f"share link {link_id} revoked")
@@ -329,92 +298,9 @@ def link_revoke(link_id: int, config: ConfigOpt = None, data_dir: DataDirOpt = N
 
 @link_app.command("list")
 def link_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    from imaging.sharing.links import link_info, list_links
 
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     with archive.db.read() as session:
         for link in list_links(session, include_inactive=True):
             print(json.dumps(link_info(link)))
     archive.close()
-
-
-# ------------------------------------------------------------------------------------ consent
-@consent_app.command("opt-out")
-def consent_opt_out(
-    patient_id: Annotated[str, typer.Argument(help="PatientID (clinical)")],
-    issuer: Annotated[str, typer.Option(help="IssuerOfPatientID")] = "",
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Record an opt-out; queued deliveries of the patient are cancelled at once."""
-    from imaging.sharing.consent import opt_out
-
-    archive = _archive(config, data_dir)
-    with archive.db.write() as session:
-        new = opt_out(session, patient_id, issuer, source="cli", user=USER)
-    archive.close()
-    console.print("opt-out recorded" if new else "opt-out was already recorded")
-
-
-@consent_app.command("withdraw")
-def consent_withdraw(
-    patient_id: str,
-    issuer: Annotated[str, typer.Option(help="IssuerOfPatientID")] = "",
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Withdraw an opt-out."""
-    from imaging.sharing.consent import withdraw_opt_out
-
-    archive = _archive(config, data_dir)
-    with archive.db.write() as session:
-        done = withdraw_opt_out(session, patient_id, issuer, user=USER)
-    archive.close()
-    console.print("opt-out withdrawn" if done else "no opt-out was recorded")
-
-
-@consent_app.command("import")
-def consent_import(
-    csv_file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="PatientID[,IssuerOfPatientID]")
-    ],
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Import opt-outs from a CSV file."""
-    from imaging.sharing.consent import import_csv
-
-    archive = _archive(config, data_dir)
-    with archive.db.write() as session:
-        added = import_csv(session, csv_file, user=USER)
-    archive.close()
-    console.print(f"{added} new opt-outs")
-
-
-# ------------------------------------------------------------------------------------ audit
-@audit_app.command("export")
-def audit_export(
-    fmt: Annotated[str, typer.Option("--format", help="jsonl | xml")] = "jsonl",
-    event: Annotated[str | None, typer.Option(help="EventID code, e.g. 110104")] = None,
-    study: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[dt.datetime | None, typer.Option(help="UTC")] = None,
-    until: Annotated[dt.datetime | None, typer.Option(help="UTC")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Write the audit trail as JSON lines or DICOM audit messages (one per line)."""
-    from imaging import audit
-
-    archive = _archive(config, data_dir)
-    out = output.open("w", encoding="utf-8") if output else sys.stdout
-    try:
-        with archive.db.read() as session:
-            for line in audit.export(session, fmt, event=event, study_uid=study, since=since, until=until):
-                out.write(line)
-    except ValueError as exc:
-        raise _fail(exc) from exc
-    finally:
-        if output:
-            out.close()
-        archive.close()

@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 
 from imaging import audit
 from imaging.archive import Archive
-from imaging.errors import NotFound
-from imaging.index.schema import CLINICAL, Study, utcnow
+from imaging.errors import InvalidRequest, NotFound
+from imaging.index.schema import Study, utcnow
+from imaging.partition import CLINICAL
+from imaging.research.cohorts import manifest
 from imaging.sharing.models import ShareLink
 
 TOKEN_PREFIX = "shl_"
@@ -54,18 +56,16 @@ def create_link(
     are now. Returns (token, row); the token is not stored and cannot be shown again."""
     max_days = archive.settings.share_link_max_days
     if expires_in <= dt.timedelta(0) or expires_in > dt.timedelta(days=max_days):
-        raise ValueError(f"a share link expires after more than 0 and at most {max_days} days")
+        raise InvalidRequest(f"a share link expires after more than 0 and at most {max_days} days")
     cohort_name = ""
     if cohort is not None:
-        from imaging.cohorts import manifest
-
         project, cohort_name = cohort
         partition = project
         uids = sorted({s.StudyInstanceUID for s in manifest(archive, project, cohort_name).series})
     else:
         uids = sorted(set(study_uids or []))
     if not uids:
-        raise ValueError("a share link needs at least one study")
+        raise InvalidRequest("a share link needs at least one study")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with archive.db.write() as session:
         known = set(

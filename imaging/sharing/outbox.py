@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -20,46 +19,27 @@ from sqlalchemy.orm import Session
 
 from imaging import audit
 from imaging.archive import Archive
-from imaging.errors import ArchiveError, NotFound
-from imaging.index.schema import CLINICAL, Instance, Patient, Series, Study, utcnow
+from imaging.consent import is_opted_out
+from imaging.deid import Deidentifier
+from imaging.errors import Conflict, InvalidRequest, NotFound
+from imaging.events import PatientOptedOut
+from imaging.index.schema import Instance, Patient, Series, Study, utcnow
 from imaging.index.schema import Job as JobRow
+from imaging.ingest.partitions import deidentifier_for, get_project
 from imaging.jobs.runner import enqueue
-from imaging.sharing.consent import is_opted_out
+from imaging.partition import CLINICAL
 from imaging.sharing.models import OutboxRow, OutboxStatus, Peer
 
 JOB_KIND = "share.deliver"
 Job = tuple[str, str, dict[str, Any]]
 
 
-class NotShareable(ArchiveError):
-    """The study cannot be shared now (not stable yet, patient opted out, unknown peer or project)."""
-
-    http_status = 409
+class NotShareable(Conflict):
+    """The study cannot be shared now (not stable yet, patient opted out)."""
 
 
-# ------------------------------------------------------------------------------------ de-identifiers
-_deid_cache: dict[tuple[str, str, bytes, tuple[str, ...]], Any] = {}
-_deid_lock = threading.Lock()
-
-
-def deidentifier(archive: Archive, project: str) -> Any:
-    """The project's Deidentifier (as `imaging.projects.deidentifier_for`), cached while its key and
-    options are unchanged: deterministic output is what makes a retried delivery idempotent."""
-    from imaging.deid import Deidentifier, DeidOption, DeidProfile
-    from imaging.projects import get_project, project_key
-
-    with archive.db.read() as session:
-        options = tuple(sorted(get_project(session, project).options))
-    key = project_key(archive, project)
-    cache_key = (str(archive.settings.keys_path), project, key, options)
-    with _deid_lock:
-        deid = _deid_cache.get(cache_key)
-        if deid is None:
-            deid = Deidentifier(
-                key=key, profile=DeidProfile(options=frozenset(DeidOption(o) for o in options))
-            )
-            _deid_cache[cache_key] = deid
-        return deid
+def deidentifier(archive: Archive, project: str) -> Deidentifier:
+    return deidentifier_for(archive.db, archive.settings.keys_path, project)
 
 
 # ------------------------------------------------------------------------------------ queueing
@@ -167,7 +147,7 @@ def share_study(
     """Manual share (admin or clinician): queue a stable clinical study for `peers`, de-identified with
     `project`'s profile and key (or, explicitly, identified). Returns instances queued per peer."""
     if bool(project) == bool(identified):
-        raise ValueError("name a research project to de-identify with, or share identified explicitly")
+        raise InvalidRequest("name a research project to de-identify with, or share identified explicitly")
     queued: dict[str, int] = {}
     nonce = f"manual-{secrets.token_hex(6)}"
 
@@ -184,8 +164,6 @@ def share_study(
         if is_opted_out(session, patient.PatientID, patient.IssuerOfPatientID):
             raise NotShareable("the patient opted out of sharing")
         if project:
-            from imaging.projects import get_project
-
             get_project(session, project)
         for name in peers:
             if session.scalar(select(Peer.peer_pk).where(Peer.name == name)) is None:
@@ -258,6 +236,11 @@ def cancel_for_patient(
         )
     session.flush()
     return len(rows)
+
+
+def on_patient_opted_out(session: Session, event: PatientOptedOut) -> None:
+    """Subscribed to consent at the composition root: an opt-out cancels the patient's queued deliveries."""
+    cancel_for_patient(session, event.PatientID, event.IssuerOfPatientID, user=event.user)
 
 
 # ------------------------------------------------------------------------------------ status & retry

@@ -26,11 +26,20 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
+import requests.adapters
+from orthanc_api_client import OrthancApiClient
+from orthanc_api_client import exceptions as oe
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from imaging import audit
 from imaging.archive import Archive
-from imaging.errors import ArchiveError, NotFound
+from imaging.errors import ArchiveError, InvalidRequest, NotFound
 from imaging.sharing.models import Peer, PeerAuth, PeerKind
 
 log = logging.getLogger(__name__)
@@ -91,8 +100,6 @@ class DicomwebPeer:
     """STOW-RS to `<url>/studies` (multipart/related; type="application/dicom"), QIDO-RS to verify."""
 
     def __init__(self, peer: Peer, secret: str = "") -> None:
-        import httpx
-
         self.name = peer.name
         headers = {"User-Agent": "imaging-archive-sharing"}
         auth: Any = None
@@ -204,8 +211,6 @@ class DimsePeer:
         self.tls_args = (_ssl_context(peer), peer.host) if peer.tls else None
 
     def _associate(self, contexts: list[tuple[str, list[str]]]) -> Any:
-        from pynetdicom import AE
-
         ae = AE(ae_title=self.calling)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = self.timeout
@@ -218,8 +223,6 @@ class DimsePeer:
         return assoc
 
     def send(self, instance: bytes | Path) -> None:
-        from pydicom import dcmread
-
         ds = dcmread(BytesIO(instance) if isinstance(instance, bytes) else instance)
         syntax = str(ds.file_meta.TransferSyntaxUID)
         syntaxes = [syntax] + ([s for s in UNCOMPRESSED if s != syntax] if syntax in UNCOMPRESSED else [])
@@ -238,8 +241,6 @@ class DimsePeer:
             raise PeerRejected(f"{self.name}: C-STORE status 0x{code:04X}")
 
     def _find(self, assoc: Any, identifier: Any) -> list[Any]:
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
-
         found = []
         for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
             if not status:
@@ -251,9 +252,6 @@ class DimsePeer:
         return found
 
     def verify(self, study_uid: str, sop_uids: Collection[str]) -> set[str]:
-        from pydicom.dataset import Dataset
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
-
         assoc = self._associate([(StudyRootQueryRetrieveInformationModelFind, list(UNCOMPRESSED))])
         present: set[str] = set()
         try:
@@ -287,9 +285,6 @@ class OrthancPeer:
     """Orthanc's REST API through orthanc-api-client: POST /instances, POST /tools/find."""
 
     def __init__(self, peer: Peer, secret: str = "") -> None:
-        import requests.adapters
-        from orthanc_api_client import OrthancApiClient
-
         self.name = peer.name
         self.timeout = peer.timeout
         basic = peer.auth == PeerAuth.BASIC
@@ -308,8 +303,6 @@ class OrthancPeer:
         session.mount(peer.url.split("://")[0] + "://", requests.adapters.HTTPAdapter(max_retries=0))
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        from orthanc_api_client import exceptions as oe
-
         try:
             return fn(*args, timeout=self.timeout, **kw)
         except (oe.ConnectionError, oe.TimeoutError) as exc:
@@ -374,20 +367,34 @@ def _validate(peer: Peer) -> None:
     PeerAuth(peer.auth)
     if kind in (PeerKind.DICOMWEB, PeerKind.ORTHANC):
         if not re.match(r"^https?://", peer.url or ""):
-            raise ValueError("a DICOMweb or Orthanc peer needs an http(s) url")
+            raise InvalidRequest("a DICOMweb or Orthanc peer needs an http(s) url")
     elif not (peer.ae_title and peer.host and 0 < peer.port < 65536):
-        raise ValueError("a DIMSE peer needs ae_title, host and port")
+        raise InvalidRequest("a DIMSE peer needs ae_title, host and port")
     if peer.auth == PeerAuth.BASIC and not peer.username:
-        raise ValueError("basic auth needs a username")
+        raise InvalidRequest("basic auth needs a username")
 
 
-def add_peer(archive: Archive, name: str, kind: str, *, secret: str | None = None, **fields: Any) -> Peer:
-    """Create or update a peer. `secret` (password / bearer token) goes to the key folder, not the index."""
+def add_peer(
+    archive: Archive,
+    name: str,
+    kind: str,
+    *,
+    secret: str | None = None,
+    user: str = "system",
+    **fields: Any,
+) -> Peer:
+    """Create or update a peer (audited). `secret` (password / bearer token) goes to the key folder, not
+    the index."""
     if not PEER_NAME.match(name):
-        raise ValueError("peer names are 1-64 letters, digits, '.', '-' or '_'")
+        raise InvalidRequest("peer names are 1-64 letters, digits, '.', '-' or '_'")
     unknown = set(fields) - set(PEER_FIELDS)
     if unknown:
-        raise ValueError(f"unknown peer settings: {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"unknown peer settings: {', '.join(sorted(unknown))}")
+    try:
+        PeerKind(kind)
+        PeerAuth(fields.get("auth") or PeerAuth.NONE)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
     with archive.db.write() as session:
         peer = session.scalar(select(Peer).where(Peer.name == name))
         if peer is None:
@@ -398,16 +405,30 @@ def add_peer(archive: Archive, name: str, kind: str, *, secret: str | None = Non
             if value is not None:
                 setattr(peer, key, value.value if isinstance(value, PeerAuth) else value)
         _validate(peer)
+        _audit_change(session, name, user, "set")
     if secret is not None:
         _write_secret(archive, name, secret)
     return peer
 
 
-def remove_peer(archive: Archive, name: str) -> None:
+def remove_peer(archive: Archive, name: str, *, user: str = "system") -> None:
     with archive.db.write() as session:
         peer = get_peer(session, name)
         session.delete(peer)
+        _audit_change(session, name, user, "removed")
     _secret_path(archive, name).unlink(missing_ok=True)
+
+
+def _audit_change(session: Session, name: str, user: str, what: str) -> None:
+    """PS3.15 A.5.3.11 Security Alert, type 110128 Network Configuration."""
+    audit.record(
+        session,
+        audit.AuditEvent.SECURITY_ALERT,
+        user=user,
+        action="U",
+        source=f"peer:{name}",
+        detail=f"110128 Network Configuration: peer {name} {what}",
+    )
 
 
 def get_peer(session: Session, name: str) -> Peer:

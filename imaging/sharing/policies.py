@@ -17,14 +17,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from imaging import audit
 from imaging.archive import Archive
-from imaging.errors import ArchiveError, NotFound
-from imaging.index.schema import CLINICAL, Series, Study
+from imaging.errors import ArchiveError, InvalidRequest, NotFound
+from imaging.index.schema import Series, Study
+from imaging.ingest.partitions import get_project
+from imaging.partition import CLINICAL
+from imaging.priority import parse_priorities
 from imaging.sharing.models import Peer, SharingPolicy
 from imaging.sharing.outbox import Job, enqueue_study, job_for
 
 log = logging.getLogger(__name__)
-PRIORITIES = ("HIGH", "MEDIUM", "LOW")
 POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 POLICY_FIELDS = (
     "description", "enabled", "modalities", "body_parts", "description_regex", "priorities", "peers",
@@ -36,13 +39,13 @@ def _upper(values: Any) -> list[str]:
     return [str(v).strip().upper() for v in values or [] if str(v).strip()]
 
 
-def add_policy(archive: Archive, name: str, **fields: Any) -> SharingPolicy:
-    """Create or replace a policy (validated: peers and project exist, the regex compiles)."""
+def add_policy(archive: Archive, name: str, *, user: str = "system", **fields: Any) -> SharingPolicy:
+    """Create or replace a policy (validated: peers and project exist, the regex compiles; audited)."""
     if not POLICY_NAME.match(name):
-        raise ValueError("policy names are 1-64 letters, digits, '.', '-' or '_'")
+        raise InvalidRequest("policy names are 1-64 letters, digits, '.', '-' or '_'")
     unknown = set(fields) - set(POLICY_FIELDS)
     if unknown:
-        raise ValueError(f"unknown policy settings: {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"unknown policy settings: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {
         "description": "", "enabled": True, "modalities": [], "body_parts": [], "description_regex": "",
         "priorities": [], "peers": [], "project": "", "identified": False,
@@ -50,26 +53,24 @@ def add_policy(archive: Archive, name: str, **fields: Any) -> SharingPolicy:
     values.update({k: v for k, v in fields.items() if v is not None})
     values["modalities"] = _upper(values["modalities"])
     values["body_parts"] = _upper(values["body_parts"])
-    values["priorities"] = _upper(values["priorities"])
+    values["priorities"] = [p.value for p in parse_priorities(values["priorities"])]
     values["peers"] = [str(p) for p in values["peers"]]
-    if bad := [p for p in values["priorities"] if p not in PRIORITIES]:
-        raise ValueError(f"unknown priorities: {', '.join(bad)}")
     if values["description_regex"]:
         try:
             re.compile(values["description_regex"])
         except re.error as exc:
-            raise ValueError(f"description_regex: {exc}") from exc
+            raise InvalidRequest(f"description_regex: {exc}") from exc
     if not values["peers"]:
-        raise ValueError("a policy needs at least one peer")
+        raise InvalidRequest("a policy needs at least one peer")
     if bool(values["project"]) == bool(values["identified"]):
-        raise ValueError("a policy names a research project to de-identify with, or is explicitly identified")
+        raise InvalidRequest(
+            "a policy names a research project to de-identify with, or is explicitly identified"
+        )
     with archive.db.write() as session:
         for peer in values["peers"]:
             if session.scalar(select(Peer.peer_pk).where(Peer.name == peer)) is None:
                 raise NotFound(f"no such peer: {peer}")
         if values["project"]:
-            from imaging.projects import get_project
-
             get_project(session, values["project"])
         policy = session.scalar(select(SharingPolicy).where(SharingPolicy.name == name))
         if policy is None:
@@ -77,15 +78,29 @@ def add_policy(archive: Archive, name: str, **fields: Any) -> SharingPolicy:
             session.add(policy)
         for key, value in values.items():
             setattr(policy, key, value)
+        _audit_change(session, name, user, "set")
     return policy
 
 
-def remove_policy(archive: Archive, name: str) -> None:
+def remove_policy(archive: Archive, name: str, *, user: str = "system") -> None:
     with archive.db.write() as session:
         policy = session.scalar(select(SharingPolicy).where(SharingPolicy.name == name))
         if policy is None:
             raise NotFound("no such policy")
         session.delete(policy)
+        _audit_change(session, name, user, "removed")
+
+
+def _audit_change(session: Session, name: str, user: str, what: str) -> None:
+    """PS3.15 A.5.3.11 Security Alert, type 110135 Object Security Attributes Changed: what may leave."""
+    audit.record(
+        session,
+        audit.AuditEvent.SECURITY_ALERT,
+        user=user,
+        action="U",
+        source=f"policy:{name}",
+        detail=f"110135 Object Security Attributes Changed: sharing policy {name} {what}",
+    )
 
 
 def list_policies(session: Session) -> list[SharingPolicy]:

@@ -1,5 +1,10 @@
-"""The storage protocol. Objects are content-addressed: the key is the SHA-256 of the bytes, and carry their partition (so `reindex` can rebuild everything from storage alone); a path
-is never built from a (possibly hostile) UID, an identical re-send is free, and a checksum comes for free."""
+"""The storage protocol. Objects are content-addressed: the key is "<partition>/<SHA-256 of the bytes>", so
+`reindex` can rebuild everything from storage alone, a location is never built from a (possibly hostile) UID,
+an identical re-send is free, and a checksum comes for free.
+
+Everything outside `imaging.storage` reads and writes by key through this protocol (byte ranges, streams),
+never by path: a backend (filesystem, S3) is a drop-in replacement. Every backend raises the same errors:
+NotFound for a missing key, OutOfResources when full."""
 
 from __future__ import annotations
 
@@ -39,16 +44,35 @@ class InstanceStore(Protocol):
 
     def discard(self, staged: StagedObject) -> None: ...
 
-    def open(self, key: str) -> BinaryIO: ...
+    def open(self, key: str) -> BinaryIO:
+        """A seekable binary file object over the object (the caller closes it)."""
+        ...
 
     def read(self, key: str) -> bytes: ...
 
     def read_range(self, key: str, offset: int, length: int) -> bytes: ...
 
+    def stream(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The object's bytes [offset, offset + length) in chunks; NotFound is raised before the first chunk."""
+        ...
+
+    def size(self, key: str) -> int: ...
+
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
 
+    def quarantine(self, key: str) -> None:
+        """Move a (corrupt) object out of the key space, kept for inspection but never served."""
+        ...
+
     def keys(self) -> Iterator[str]: ...
 
+    def sweep_temporary(self) -> int:
+        """Remove what crashed writes left behind (never acknowledged); returns how many."""
+        ...
+
     def free_bytes(self) -> int: ...
+
+
+STREAM_CHUNK = 256 * 1024

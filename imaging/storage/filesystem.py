@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imaging.errors import NotFound, OutOfResources
-from imaging.storage.base import StagedObject, StoredObject
+from imaging.partition import PARTITION_PATTERN, is_partition_name
+from imaging.storage.base import STREAM_CHUNK, StagedObject, StoredObject
 
-_KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})/([0-9a-f]{64})$")
-_PARTITION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_KEY = re.compile(PARTITION_PATTERN[:-1] + r"/([0-9a-f]{64})$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,10 +43,11 @@ class FilesystemStore:
         self._known_dirs: set[Path] = set()
 
     def path_for(self, key: str) -> Path:
+        """Where this backend keeps `key` (for this backend and its tests only: callers go by key)."""
         match = _KEY.match(key)
         if not match:
             raise NotFound("invalid object key")
-        partition, digest = match.groups()
+        partition, digest = key.split("/", 1)
         return self.root / partition / digest[:2] / digest
 
     def _ensure_dir(self, d: Path) -> None:
@@ -63,7 +64,7 @@ class FilesystemStore:
         return self.publish(self.stage(data, partition))
 
     def stage(self, data: bytes, partition: str) -> StagedObject:
-        if not _PARTITION.match(partition):
+        if not is_partition_name(partition):
             raise ValueError("invalid partition name")
         key = f"{partition}/{hashlib.sha256(data).hexdigest()}"
         final = self.path_for(key)
@@ -120,8 +121,25 @@ class FilesystemStore:
             f.seek(offset)
             return f.read(length)
 
+    def stream(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        f = self.open(key)  # NotFound now, not at the first next()
+        return _chunks(f, offset, length)
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path_for(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound("object not in storage") from None
+
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+    def quarantine(self, key: str) -> None:
+        """Into `<root>/../quarantine/`, beside the object folder (same file system: a rename)."""
+        target = self.root.parent / "quarantine"
+        target.mkdir(exist_ok=True)
+        self.path_for(key).rename(target / key.replace("/", "_"))
+        _fsync_dir(target)
 
     def delete(self, key: str) -> None:
         path = self.path_for(key)
@@ -144,3 +162,16 @@ class FilesystemStore:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+def _chunks(f: BinaryIO, offset: int, length: int | None) -> Iterator[bytes]:
+    with f:
+        f.seek(offset)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(STREAM_CHUNK if left is None else min(STREAM_CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk

@@ -3,10 +3,9 @@
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from imaging import audit
+from imaging import audit, consent
 from imaging.archive import Archive
 from imaging.config import load_settings
-from imaging.sharing import consent
 
 
 def test_audit_record_query_and_xml(tmp_path: Path) -> None:

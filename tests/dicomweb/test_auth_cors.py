@@ -85,11 +85,11 @@ def test_openapi_lists_the_routes(seeded: Seeded) -> None:
 
 
 def test_verified_tokens_are_remembered_briefly(fresh, monkeypatch) -> None:
-    """dicomweb.auth remembers a verified token for TOKEN_CACHE_SECONDS: revocation in the index takes
+    """imaging.access.tokens remembers a verified token for TOKEN_CACHE_SECONDS: revocation in the index takes
     effect within that time; expiry is checked on every request; unknown tokens are never remembered."""
     from sqlalchemy import update
 
-    from dicomweb import auth
+    from imaging.access import tokens as auth
     from imaging.index.schema import ApiToken
 
     s = fresh()
@@ -120,7 +120,7 @@ def test_verified_tokens_are_remembered_briefly(fresh, monkeypatch) -> None:
 
 
 def test_expiry_is_checked_on_every_request(fresh, monkeypatch) -> None:
-    from dicomweb import auth
+    from imaging.access import tokens as auth
 
     s = fresh()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)

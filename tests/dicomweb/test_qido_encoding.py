@@ -16,7 +16,6 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from dicomweb.auth import Principal
 from dicomweb.deps import Context
 from dicomweb.dicom_json import (
     column_encoder,
@@ -29,6 +28,7 @@ from dicomweb.dicom_json import (
     vr_of,
 )
 from dicomweb.routes import qido
+from imaging.access import Principal
 from imaging.index.attributes import Level
 from imaging.index.extract import metadata_dict
 from imaging.index.query import Match, Query, count, find, representative_metadata

@@ -229,7 +229,8 @@ def test_single_part_application_dicom(fresh) -> None:
 
 def test_research_project_stow(seeded: Seeded) -> None:
     """A project's STOW root de-identifies on receive: only the de-identified copy is stored."""
-    from imaging.projects import Project, create_project
+    from imaging.ingest.partitions import Project
+    from imaging.research.projects import create_project
 
     with seeded.archive.db.read() as session:
         exists = session.query(Project).filter_by(name="lung").count()

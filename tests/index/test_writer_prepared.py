@@ -17,10 +17,11 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imaging import orm
 from imaging.config import OverwritePolicy
 from imaging.errors import DuplicateConflict
 from imaging.events import ChangeKind
-from imaging.index import schema, writer
+from imaging.index import writer
 from imaging.index.attributes import PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS
 from imaging.index.db import Database
 from imaging.index.extract import ParsedInstance, parse
@@ -373,7 +374,7 @@ def test_rows_match_the_previous_path(
         (record_instance, record_rejection),
     ):
         clock = _Clock()
-        monkeypatch.setattr(schema, "dt", SimpleNamespace(datetime=clock, UTC=dt.UTC))
+        monkeypatch.setattr(orm, "dt", SimpleNamespace(datetime=clock, UTC=dt.UTC))  # utcnow reads it
         db = fresh_db()
         outcomes.append(_run(db, record, reject, steps))
         dumps.append(_dump(db))

@@ -16,12 +16,14 @@ from sqlalchemy import select
 
 from imaging import audit
 from imaging.archive import Archive
-from imaging.cohorts import export_to_folder, manifest, save_cohort, stream_zip
+from imaging.consent import opt_out
 from imaging.index.attributes import Level
 from imaging.index.query import Query, find
 from imaging.index.schema import Study
-from imaging.projects import ConsentRefused, ReidentificationTable, create_project, publish_study
-from imaging.sharing.consent import opt_out
+from imaging.ingest import ConsentRefused
+from imaging.research.cohorts import export_to_folder, manifest, save_cohort, stream_zip
+from imaging.research.projects import ReidentificationTable, create_project
+from imaging.research.publication import publish_study
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
 
 KEY = bytes(range(32))
@@ -73,7 +75,7 @@ def test_publish_materialises_a_deidentified_copy(archive: Archive) -> None:
         assert dcmread(io.BytesIO(raw)).PatientIdentityRemoved == "YES"
 
     # The re-identification table (apart from the data) maps back; the audit trail has the publication.
-    reid = ReidentificationTable(archive)
+    reid = ReidentificationTable(archive.settings.keys_path)
     assert reid.source_of("lung-study", report.study_uid) == st.StudyInstanceUID
     assert archive.settings.data_dir.resolve() not in reid.path.resolve().parents
     with archive.db.read() as s:
@@ -191,14 +193,12 @@ def test_cohort_manifest_zip_and_resumable_export(archive: Archive, tmp_path: Pa
 
 
 def test_deidentify_on_receive_keeps_no_identified_copy(archive: Archive) -> None:
-    from imaging.projects import receive_into_project
-
     create_project(archive, "share-only", key=KEY)
     st = SyntheticStudy(patient=synthetic_patient(9))
     for ds in ct_series(st, 3, rows=32, columns=32):
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        stored = receive_into_project(archive, "share-only", buffer.getvalue(), source="ae:SHARE")
+        stored = archive.receiver.receive(buffer.getvalue(), partition="share-only", source="ae:SHARE")
         assert stored.partition == "share-only" and stored.study_instance_uid.startswith("2.25.")
     assert _images(archive) == []  # nothing in the clinical partition
     for key in archive.store.keys():

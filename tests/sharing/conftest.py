@@ -19,7 +19,7 @@ from imaging.archive import Archive
 from imaging.events import ChangeKind
 from imaging.index.schema import ChangeLog, Instance, Series, Study
 from imaging.jobs.runner import JobRunner
-from imaging.sharing.deliver import register
+from imaging.sharing.delivery import register
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
 from tests.archive_fixtures import *  # noqa: F403  (make_archive, start_gateway fixtures)
 from tests.archive_fixtures import free_port, require_program

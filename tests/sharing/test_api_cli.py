@@ -1,4 +1,4 @@
-"""The sharing REST API (dicomweb.routes.shares, mounted in the DICOMweb app) with real role tokens, and
+"""The sharing REST API (imaging.sharing.api, mounted in the HTTP app) with real role tokens, and
 the `imaging share | consent | audit` command lines."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from imaging.archive import Archive
 from imaging.index.schema import ApiToken
 from imaging.jobs.runner import JobRunner
-from imaging.projects import create_project
-from imaging.sharing.deliver import register
+from imaging.research.projects import create_project
+from imaging.sharing.delivery import register
 from imaging.sharing.models import OutboxRow
 from tests.sharing.conftest import count_instances, drive, ingest_study
 

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from imaging import audit
+from imaging import audit, consent
 from imaging.archive import Archive
 from imaging.dimse.server import Gateway
 from imaging.index.schema import Patient, Study
+from imaging.ingest.partitions import deidentifier_for
 from imaging.jobs.runner import JobRunner
-from imaging.projects import create_project, deidentifier_for
-from imaging.sharing import consent, outbox
+from imaging.research.projects import create_project
+from imaging.sharing import outbox
 from imaging.sharing.models import OutboxRow
 from imaging.sharing.peers import DimsePeer, PeerUnavailable, add_peer
 from imaging.sharing.policies import add_policy
@@ -58,7 +59,7 @@ def test_flagged_study_arrives_deidentified_and_verified(
 
     flag(site_a, study.StudyInstanceUID)
     drive(runner_a, lambda: statuses(site_a) == {"verified": 6})
-    deid = deidentifier_for(site_a, PROJECT)
+    deid = deidentifier_for(site_a.db, site_a.settings.keys_path, PROJECT)
     peer_study = deid.uid_for(study.StudyInstanceUID)
     assert count_instances(site_b) == 6
     assert count_instances(site_b, study_uid=peer_study) == 6
@@ -276,7 +277,7 @@ def test_outbox_on_each_index_backend(db_url: str, site_a: Archive, tmp_path: An
     """The outbox, consumer and delivery job on SQLite and PostgreSQL (site A's index); site B stays on its
     own SQLite index."""
     from imaging.config import load_settings
-    from imaging.sharing.deliver import register
+    from imaging.sharing.delivery import register
 
     site_b = Archive.open(
         load_settings(None, data_dir=tmp_path / "b-own", dev_mode=True, min_free_bytes=0, ae_title="SITEB")

@@ -16,7 +16,8 @@ from imaging.archive import Archive
 from imaging.errors import NotFound
 from imaging.index.schema import Study
 from imaging.jobs.runner import JobRunner
-from imaging.projects import create_project, publish_study
+from imaging.research.projects import create_project
+from imaging.research.publication import publish_study
 from imaging.sharing import links
 from imaging.sharing.models import Peer, ShareLink
 from imaging.sharing.peers import add_peer, get_peer, peer_info, peer_secret
@@ -58,7 +59,7 @@ def test_share_link_resolves_until_revoked_or_expired(site_a: Archive) -> None:
 
 
 def test_share_link_for_a_cohort_snapshot(site_a: Archive) -> None:
-    from imaging.cohorts import save_cohort
+    from imaging.research.cohorts import save_cohort
 
     create_project(site_a, "cohort-proj")
     studies = [ingest_study(site_a, n, series=1, count=1) for n in (3, 4)]

@@ -13,8 +13,9 @@ from sqlalchemy import select
 from imaging import audit
 from imaging.archive import Archive
 from imaging.index.schema import Patient
+from imaging.ingest.partitions import deidentifier_for
 from imaging.jobs.runner import JobRunner
-from imaging.projects import create_project, deidentifier_for
+from imaging.research.projects import create_project
 from imaging.sharing.models import OutboxRow
 from imaging.sharing.peers import DicomwebPeer, OrthancPeer, PeerRejected, PeerUnavailable, add_peer, get_peer
 from imaging.sharing.policies import add_policy
@@ -72,7 +73,7 @@ def test_flagged_study_reaches_site_b_and_orthanc_with_identical_pseudonyms(
     flag(site_a, study.StudyInstanceUID)
     drive(runner_a, lambda: _statuses(site_a) == {("siteb", "verified"): 6, ("orthanc", "verified"): 6})
 
-    deid = deidentifier_for(site_a, "onco-net")
+    deid = deidentifier_for(site_a.db, site_a.settings.keys_path, "onco-net")
     peer_study = deid.uid_for(study.StudyInstanceUID)
     at_orthanc = orthanc.instances_of(peer_study)
     assert len(at_orthanc) == 6
@@ -87,7 +88,12 @@ def test_flagged_study_reaches_site_b_and_orthanc_with_identical_pseudonyms(
 
     # Site B joins the project with the same key: its own pseudonyms for this patient match.
     create_project(site_b, "onco-net", key=PROJECT_KEY)
-    assert deidentifier_for(site_b, "onco-net").pseudonym_for(study.patient.PatientID) in site_b_patients
+    assert (
+        deidentifier_for(site_b.db, site_b.settings.keys_path, "onco-net").pseudonym_for(
+            study.patient.PatientID
+        )
+        in site_b_patients
+    )
 
     with site_a.db.read() as s:
         events = {(r.source, r.event_id) for r in audit.query(s, study_uid=peer_study)}
@@ -109,7 +115,9 @@ def test_dicomweb_peer_stow_and_qido(site_a: Archive, runner_a: JobRunner, ortha
     add_policy(site_a, "all-ct", modalities=["CT"], peers=["orthanc-web"], project="web-share")
     study = ingest_study(site_a, 12, series=1, count=4)
     drive(runner_a, lambda: _statuses(site_a) == {("orthanc-web", "verified"): 4})
-    peer_study = deidentifier_for(site_a, "web-share").uid_for(study.StudyInstanceUID)
+    peer_study = deidentifier_for(site_a.db, site_a.settings.keys_path, "web-share").uid_for(
+        study.StudyInstanceUID
+    )
     assert len(orthanc.instances_of(peer_study)) == 4
 
     # Sending again is idempotent at the peer, and QIDO sees exactly the four instances.
@@ -157,7 +165,9 @@ def test_orthanc_restarted_receives_everything_once(
     finally:
         orthanc.start()
     drive(runner_a, lambda: _statuses(site_a) == {("orthanc", "verified"): 6})
-    peer_study = deidentifier_for(site_a, "restart").uid_for(study.StudyInstanceUID)
+    peer_study = deidentifier_for(site_a.db, site_a.settings.keys_path, "restart").uid_for(
+        study.StudyInstanceUID
+    )
     assert len(orthanc.instances_of(peer_study)) == 6
     assert count_instances(site_a, partition="clinical") == 6
 

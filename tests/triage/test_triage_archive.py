@@ -14,13 +14,13 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
+from imaging.app import build_runner
 from imaging.archive import Archive
 from imaging.config import load_settings
 from imaging.dimse.server import Gateway
 from imaging.index.attributes import Level
 from imaging.index.query import Query, find
 from imaging.index.schema import Job, Study
-from imaging.jobs.setup import build_runner
 from imaging.synthetic import SyntheticStudy, synthetic_patient
 from tests.conftest import require_program
 from tests.triage.conftest import COUNT, PIXEL, ROWS, THICKNESS, planted_phantom
@@ -104,7 +104,7 @@ def test_storescu_to_flagged_study_with_sr_and_seg(tmp_path: Path) -> None:
         assert set(_series_modalities(archive, well.StudyInstanceUID)) == {"CT", "SR"}
         for modality in ("SR", "SEG"):
             (instance,) = sick_series[modality]
-            path = archive.object_path(instance.object_key)
+            path = archive.store.path_for(instance.object_key)
             assert dcmread(path).StudyInstanceUID == sick.StudyInstanceUID
             report = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=120)
             errors = [

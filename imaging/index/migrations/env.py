@@ -1,11 +1,11 @@
-"""Alembic environment: the engine is handed in by imaging.index.db.Database.migrate."""
+"""Alembic environment: the engine is handed in by imaging.index.db.Database.migrate.
+
+Upgrades need no models. Autogeneration (`imaging schema regenerate`) compares against Base.metadata, which
+holds every table once the composition root (imaging.app) has been imported."""
 
 from alembic import context
 
-from imaging.index.models import load_all
-from imaging.index.schema import Base
-
-load_all()
+from imaging.orm import Base
 
 config = context.config
 engine = config.attributes.get("engine")

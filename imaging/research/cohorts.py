@@ -17,11 +17,14 @@ from typing import IO, Any
 from sqlalchemy import JSON, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from imaging import audit
 from imaging.archive import Archive
-from imaging.errors import NotFound
+from imaging.errors import InvalidRequest, NotFound
 from imaging.index.matching import conditions
-from imaging.index.schema import Base, Instance, Series, Study, utcnow
-from imaging.projects import get_project
+from imaging.index.schema import Instance, Series, Study
+from imaging.ingest.partitions import get_project
+from imaging.orm import Base, utcnow
+from imaging.priority import parse_priorities, rank
 
 # The keys a cohort may filter on; values use DICOM matching (wildcards, ranges, lists).
 FILTER_KEYS = ("Modality", "BodyPartExamined", "StudyDate", "SeriesDescription", "StudyDescription")
@@ -78,9 +81,11 @@ def save_cohort(
 ) -> Cohort:
     unknown = set(filters) - set(FILTER_KEYS)
     if unknown:
-        raise ValueError(f"unsupported cohort filter: {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"unsupported cohort filter: {', '.join(sorted(unknown))}")
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
-        raise ValueError("invalid cohort name")
+        raise InvalidRequest("invalid cohort name")
+    if min_priority:
+        min_priority = parse_priorities([min_priority])[0].value
     with archive.db.write() as session:
         get_project(session, project)
         cohort = session.scalar(select(Cohort).where(Cohort.project == project, Cohort.name == name))
@@ -91,14 +96,30 @@ def save_cohort(
     return cohort
 
 
+def list_cohorts(session: Session, project: str) -> list[Cohort]:
+    return list(session.scalars(select(Cohort).where(Cohort.project == project).order_by(Cohort.name)))
+
+
+def export_audit(archive: Archive, m: Manifest, *, user: str, start_after: str = "", to: str = "") -> None:
+    """PS3.15 A.5.3.5 Export (110106): the cohort leaves the archive (a zip download, a folder)."""
+    with archive.db.write() as session:
+        audit.record(
+            session,
+            audit.AuditEvent.EXPORT,
+            user=user,
+            action="R",
+            partition=m.project,
+            detail=f"cohort {m.cohort}: {len(m.series)} series, {m.size} bytes"
+            + (f", resumed after {start_after}" if start_after else "")
+            + (f", to {to}" if to else ""),
+        )
+
+
 def get_cohort(session: Session, project: str, name: str) -> Cohort:
     cohort = session.scalar(select(Cohort).where(Cohort.project == project, Cohort.name == name))
     if cohort is None:
         raise NotFound("no such cohort")
     return cohort
-
-
-_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
 
 
 def manifest(archive: Archive, project: str, name: str) -> Manifest:
@@ -114,8 +135,8 @@ def manifest(archive: Archive, project: str, name: str) -> Manifest:
         allowed: set[str] | None = None
         if cohort.min_priority:
             # Priority lives on the de-identified study too (copied at publication) — filter on it there.
-            wanted = [p for p, r in _RANK.items() if r >= _RANK[cohort.min_priority]]
-            allowed = {st.StudyInstanceUID for _, st in rows if st.priority in wanted}
+            floor = rank(cohort.min_priority)
+            allowed = {st.StudyInstanceUID for _, st in rows if st.priority and rank(st.priority) >= floor}
         series_list = []
         for series, study in rows:
             if allowed is not None and study.StudyInstanceUID not in allowed:
@@ -176,10 +197,10 @@ def stream_zip(archive: Archive, m: Manifest, *, start_after: str = "") -> Itera
                 skipping = series.SeriesInstanceUID != start_after
                 continue
             for obj in series.objects:
-                path = archive.store.path_for(_object_key(m.project, obj.sha256))
+                chunks = archive.store.stream(_object_key(m.project, obj.sha256))
                 arcname = f"{series.StudyInstanceUID}/{series.SeriesInstanceUID}/{obj.SOPInstanceUID}.dcm"
-                with path.open("rb") as src, zf.open(arcname, "w", force_zip64=True) as dst:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                with zf.open(arcname, "w", force_zip64=True) as dst:
+                    for chunk in chunks:
                         dst.write(chunk)
                         yield sink.take()
                 yield sink.take()

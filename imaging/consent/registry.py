@@ -1,5 +1,5 @@
 """Consent registry: patients who opted out of secondary use. An opted-out patient is never published to
-a research project nor shared, and an opt-out stops deliveries already queued.
+a research project nor shared, and an opt-out stops deliveries already queued (through PatientOptedOut).
 
 Patients are keyed by (PatientID, IssuerOfPatientID) of the clinical partition; the registry lives in the
 index beside the clinical data it governs."""
@@ -14,7 +14,9 @@ from pathlib import Path
 from sqlalchemy import Integer, String, UniqueConstraint, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from imaging.index.schema import Base, utcnow
+from imaging import audit
+from imaging.events import PatientOptedOut, publish
+from imaging.orm import Base, utcnow
 
 
 class ConsentOptOut(Base):
@@ -30,17 +32,15 @@ class ConsentOptOut(Base):
 def opt_out(
     session: Session, patient_id: str, issuer: str = "", *, source: str = "api", user: str = "system"
 ) -> bool:
-    """Record an opt-out and cancel the patient's queued deliveries (audited); False if it was already
-    recorded (queued deliveries are cancelled all the same)."""
-    from imaging.sharing.outbox import cancel_for_patient
-
+    """Record an opt-out (audited) and publish PatientOptedOut, on which subscribers cancel queued work
+    (imaging.sharing cancels deliveries); False if it was already recorded (subscribers run all the same)."""
     new = not is_opted_out(session, patient_id, issuer)
     if new:
         row = ConsentOptOut(PatientID=patient_id, IssuerOfPatientID=issuer, source=source)
         session.add(row)
         session.flush()
         _audit(session, row, user, "opt-out recorded")
-    cancel_for_patient(session, patient_id, issuer, user=user, reason="patient opted out")
+    publish(session, PatientOptedOut(patient_id, issuer, user))
     return new
 
 
@@ -59,8 +59,6 @@ def withdraw_opt_out(session: Session, patient_id: str, issuer: str = "", *, use
 
 def _audit(session: Session, row: ConsentOptOut, user: str, what: str) -> None:
     """PS3.15 A.5.3.9 Patient Record (110110), action U; the patient by registry key, never by id or name."""
-    from imaging import audit
-
     audit.record(
         session,
         audit.AuditEvent.PATIENT_RECORD,

@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from io import BytesIO
 
 from pydicom.dataset import Dataset
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from imaging.config import OverwritePolicy
-from imaging.errors import ArchiveError, DataSetMismatch, DuplicateConflict, OutOfResources
+from imaging.errors import DataSetMismatch, DuplicateConflict, OutOfResources
 from imaging.index.db import Database
 from imaging.index.extract import ParsedInstance, parse
-from imaging.index.schema import CLINICAL
 from imaging.index.writer import Disposition, Recorded, key_referenced, record_instance, record_rejection
+from imaging.ingest.committer import GroupCommitter
+from imaging.partition import CLINICAL
 from imaging.storage.base import InstanceStore, StagedObject
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,77 +35,6 @@ class IngestResult:
     object_key: str
     partition: str
     warnings: list[str] = field(default_factory=list)
-
-
-class GroupCommitter:
-    """Runs index transactions of concurrent ingests in one database transaction and one commit.
-
-    Each ingest thread hands its work to a single committer thread and waits. While one commit is being
-    made durable (an fsync), the work of the other associations queues up; the next batch takes it all, each
-    item inside its own SAVEPOINT so that one refused item (a conflict) does not undo the others. Success
-    still goes out only after the commit that holds the item is durable. With one association there is
-    nothing to group and this costs a thread hand-off (tens of microseconds).
-    """
-
-    MAX_BATCH = 64
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future[Any]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def run(self, work: Callable[[Connection], T]) -> T:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="index-commit", daemon=True)
-                    self._thread.start()
-        future: Future[T] = Future()
-        self._queue.put((work, future))
-        return future.result()
-
-    def _loop(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._commit(batch)
-
-    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
-        if len(batch) == 1:
-            work, future = batch[0]
-            try:
-                future.set_result(self.db.core_transaction(work))
-            except BaseException as exc:
-                future.set_exception(exc)
-            return
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
-        try:
-            with self.db.write_connection() as conn:
-                for work, future in batch:
-                    try:
-                        with conn.begin_nested():
-                            outcomes.append((future, True, work(conn)))
-                    except ArchiveError as exc:  # refused item: its savepoint is rolled back, the rest go on
-                        outcomes.append((future, False, exc))
-        except Exception:
-            # The batch as a whole failed (a unique-key race with another process, a full disk...): run
-            # each item on its own, with the usual retries, so each gets its own precise outcome.
-            for work, future in batch:
-                try:
-                    future.set_result(self.db.core_transaction(work))
-                except BaseException as exc:
-                    future.set_exception(exc)
-            return
-        for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
 
 
 class Ingestor:
@@ -130,6 +56,7 @@ class Ingestor:
         source: str = "",
         expected_sop_instance_uid: str | None = None,
         expected_sop_class_uid: str | None = None,
+        expected_study_instance_uid: str | None = None,
     ) -> IngestResult:
         """Store `data` (a Part 10 stream: preamble optional, file meta required) exactly as received."""
         # The bytes are written and synced (GIL released) while this thread parses them; they become visible
@@ -144,6 +71,11 @@ class Ingestor:
                 and parsed.attributes["SOPClassUID"] != expected_sop_class_uid
             ):
                 raise DataSetMismatch("SOP Class UID differs from the request's")
+            if (
+                expected_study_instance_uid is not None
+                and parsed.attributes["StudyInstanceUID"] != expected_study_instance_uid
+            ):
+                raise DataSetMismatch("Study Instance UID differs from the request's")
         except BaseException:
             _discard(self.store, staging)
             raise
@@ -176,8 +108,6 @@ class Ingestor:
 
     def ingest_dataset(self, ds: Dataset, *, partition: str = CLINICAL, source: str = "") -> IngestResult:
         """Ingest a dataset built in process (AI results, de-identified copies)."""
-        from io import BytesIO
-
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
         return self.ingest(buffer.getvalue(), partition=partition, source=source)

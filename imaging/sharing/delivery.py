@@ -29,14 +29,16 @@ from sqlalchemy.orm import Session
 
 from imaging import audit
 from imaging.archive import Archive
+from imaging.consent import is_opted_out
 from imaging.errors import ArchiveError
 from imaging.events import ChangeKind
-from imaging.index.schema import CLINICAL, ChangeLog, Job, Patient, utcnow
+from imaging.index.schema import ChangeLog, Job, Patient, utcnow
 from imaging.jobs.runner import JobKind, JobRunner
-from imaging.sharing.consent import is_opted_out
+from imaging.partition import CLINICAL
 from imaging.sharing.models import OutboxRow, OutboxStatus, Peer
 from imaging.sharing.outbox import JOB_KIND, cancel_for_patient, deidentifier
 from imaging.sharing.peers import PeerError, PeerUnavailable, client_for
+from imaging.sharing.policies import jobs_for_study
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ def deliver_group(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
                 ):
                     return _Outcome("skipped")  # cancelled since the batch started (opt-out)
             try:
-                data = archive.object_path(row.object_key).read_bytes()
+                data = archive.store.read(row.object_key)
                 peer_uid = row.SOPInstanceUID
                 if deid is not None:
                     result = deid.deidentify(dcmread(BytesIO(data)))
@@ -312,8 +314,6 @@ class SharingConsumer:
             ChangeKind.STUDY_PRIORITY,
         ):
             return []
-        from imaging.sharing.policies import jobs_for_study
-
         return jobs_for_study(self.archive, session, change.StudyInstanceUID, trigger=f"seq-{change.seq}")
 
 

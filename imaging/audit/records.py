@@ -1,4 +1,4 @@
-"""Audit trail: one record per access, query, de-identification, publication, export and transfer,
+"""Audit records: one per access, query, de-identification, publication, export and transfer,
 after DICOM PS3.15 A.5 (IHE ATNA) event codes. Stored in the index; exportable as DICOM audit XML.
 Records name studies by UID and patients by pseudonym or internal key, never by name."""
 
@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from imaging.index.schema import Base, utcnow
+from imaging.orm import Base, utcnow
 
 
 class AuditEvent(StrEnum):

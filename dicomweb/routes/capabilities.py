@@ -3,10 +3,10 @@ format of capabilities open beyond the WADL of OPTIONS)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from dicomweb.deps import Context, reader
+from dicomweb.deps import ReadContext
 from dicomweb.pixels import FRAME_MEDIA_TYPES, TRANSCODE_TARGETS
 from dicomweb.routes.qido import DEFAULT_KEYS, MATCHABLE
 from dicomweb.viewer import OHIF_VERSION
@@ -15,7 +15,7 @@ router = APIRouter(tags=["Capabilities"])
 
 
 @router.get("/capabilities", summary="What this service supports")
-def capabilities(request: Request, ctx: Context = Depends(reader)) -> JSONResponse:
+def capabilities(request: Request, ctx: ReadContext) -> JSONResponse:
     settings = ctx.archive.settings
     return JSONResponse(
         {

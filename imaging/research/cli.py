@@ -1,4 +1,4 @@
-"""`imaging project ...` and `imaging cohort ...`: research projects and cohort export."""
+"""`imaging project ...` and `imaging cohort ...`: research projects, publication and cohort export."""
 
 from __future__ import annotations
 
@@ -7,24 +7,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
-from sqlalchemy import select
 
-from imaging.archive import Archive
-from imaging.config import load_settings
+from imaging.console import CLI_USER, ConfigOpt, DataDirOpt, console, fail, open_archive, progress
+from imaging.errors import ArchiveError
+from imaging.research.cohorts import export_audit, export_to_folder, manifest, save_cohort, write_zip
+from imaging.research.projects import create_project, list_projects
+from imaging.research.publication import publish_study
 
 project_app = typer.Typer(help="Research projects (de-identified partitions).", no_args_is_help=True)
 cohort_app = typer.Typer(
     help="Cohorts: saved queries in a project, exported with a manifest.", no_args_is_help=True
 )
-console = Console(stderr=True)
-DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="IMAGING_DATA_DIR")]
-Config = Annotated[Path | None, typer.Option("--config", "-c", envvar="IMAGING_CONFIG")]
-
-
-def _archive(config: Path | None, data_dir: Path | None) -> Archive:
-    return Archive.open(load_settings(config, data_dir=data_dir))
 
 
 @project_app.command("create")
@@ -40,35 +34,34 @@ def project_create(
         bool, typer.Option(help="keep a re-identification table (admin only)")
     ] = False,
     description: str = "",
-    config: Config = None,
-    data_dir: DataDir = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Create a research project with its own profile and secret key."""
-    from imaging.projects import create_project
-
     key = bytes.fromhex(key_file.read_text().strip()) if key_file else None
-    archive = _archive(config, data_dir)
-    create_project(
-        archive,
-        name,
-        options=option,
-        description=description,
-        key=key,
-        keep_reidentification=reidentification,
-    )
+    archive = open_archive(config, data_dir)
+    try:
+        create_project(
+            archive,
+            name,
+            options=option,
+            description=description,
+            key=key,
+            keep_reidentification=reidentification,
+        )
+    except ArchiveError as exc:
+        fail(exc)
     console.print(
         f"project {name} created; key in {archive.settings.keys_path} (keep it apart from the data)"
     )
 
 
 @project_app.command("list")
-def project_list(config: Config = None, data_dir: DataDir = None) -> None:
-    from imaging.projects import Project
-
-    archive = _archive(config, data_dir)
+def project_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    archive = open_archive(config, data_dir)
     table = Table("name", "options", "description")
     with archive.db.read() as session:
-        for p in session.scalars(select(Project).order_by(Project.name)):
+        for p in list_projects(session):
             table.add_row(p.name, ",".join(p.options), p.description)
     Console().print(table)
 
@@ -77,18 +70,16 @@ def project_list(config: Config = None, data_dir: DataDir = None) -> None:
 def project_publish(
     name: str,
     study_uid: Annotated[list[str], typer.Argument(help="clinical Study Instance UIDs")],
-    config: Config = None,
-    data_dir: DataDir = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """De-identify studies into the project (consent is checked; quarantined images are reported)."""
-    from imaging.projects import publish_study
-
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     failed = 0
     for uid in study_uid:
         try:
-            report = publish_study(archive, name, uid, user="cli")
-        except Exception as exc:
+            report = publish_study(archive, name, uid, user=CLI_USER)
+        except ArchiveError as exc:
             failed += 1
             console.print(f"[red]not published[/red]: {exc}")
             continue
@@ -107,13 +98,14 @@ def cohort_save(
         list[str], typer.Option("--filter", help="KEY=VALUE (DICOM matching), repeatable")
     ] = [],  # noqa: B006
     min_priority: Annotated[str, typer.Option(help="only studies the AI flagged at least this high")] = "",
-    config: Config = None,
-    data_dir: DataDir = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
-    from imaging.cohorts import save_cohort
-
     filters = dict(f.split("=", 1) for f in filter_)
-    save_cohort(_archive(config, data_dir), project, name, filters, min_priority.upper())
+    try:
+        save_cohort(open_archive(config, data_dir), project, name, filters, min_priority)
+    except ArchiveError as exc:
+        fail(exc)
     console.print(f"cohort {project}/{name} saved")
 
 
@@ -122,22 +114,19 @@ def cohort_export(
     project: str,
     name: str,
     output: Annotated[Path, typer.Option(help="a folder (resumable) or a .zip file")],
-    config: Config = None,
-    data_dir: DataDir = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Export a cohort with its manifest (series, counts, sizes, SHA-256). Re-running resumes a folder."""
-    from imaging.cohorts import export_to_folder, manifest, write_zip
-
-    archive = _archive(config, data_dir)
+    archive = open_archive(config, data_dir)
     m = manifest(archive, project, name)
+    export_audit(archive, m, user=CLI_USER, to="zip file" if output.suffix == ".zip" else "folder")
     if output.suffix == ".zip":
         with output.open("wb") as f:
             write_zip(archive, m, f)
         console.print(f"{len(m.series)} series, {m.size} bytes → {output}")
         return
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
-    ) as bar:
+    with progress() as bar:
         task = bar.add_task("exporting series", total=len(m.series))
         report = export_to_folder(archive, m, output, progress=lambda: bar.advance(task))
     console.print(

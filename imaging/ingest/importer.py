@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imaging.errors import ArchiveError
 from imaging.index.writer import Disposition
-from imaging.ingest import Ingestor
+from imaging.ingest.ingestor import Ingestor
 
 
 @dataclass

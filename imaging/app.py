@@ -1,0 +1,104 @@
+"""Composition root: the one module that names every feature and wires it into the core.
+
+Each feature is declared here once — its job kinds and change-log consumers, the domain events it listens
+to, its command-line sub-apps and its HTTP routers — and the core (jobs, ingest, index, storage) never
+imports a feature. The edges ask this module for what to mount: `imaging.cli` for the sub-apps,
+`dicomweb.app` for the routers, `imaging serve` / `imaging worker` for the job runner. Importing this module
+also defines every table of the index (each feature's models are imported with it), which is what
+Alembic's autogeneration needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+from fastapi import APIRouter
+
+import triage.api
+import triage.cli
+import triage.worker
+from imaging.archive import Archive
+from imaging.events import PatientOptedOut, subscribe
+from imaging.jobs.runner import JobRunner
+from imaging.research import api as research_api
+from imaging.research import cli as research_cli
+from imaging.sharing import api as sharing_api
+from imaging.sharing import cli as sharing_cli
+from imaging.sharing import delivery, outbox
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    # Registers the feature's job kinds and change-log consumers with a runner (may decline, e.g. triage
+    # when its bundle does not load).
+    register_jobs: Callable[[JobRunner, Archive], None] | None = None
+    # (event type, handler(session, event)): run inside the publisher's transaction.
+    subscriptions: tuple[tuple[type, Callable[..., None]], ...] = ()
+    commands: tuple[tuple[str, typer.Typer, str], ...] = ()  # (name, sub-app, help)
+    routers: tuple[APIRouter, ...] = field(default_factory=tuple)
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "research",
+        commands=(
+            ("project", research_cli.project_app, "Research projects (de-identified partitions)."),
+            ("cohort", research_cli.cohort_app, "Cohorts: saved queries, exported with a manifest."),
+        ),
+        routers=research_api.routers,
+    ),
+    Feature(
+        "sharing",
+        register_jobs=delivery.register,
+        subscriptions=((PatientOptedOut, outbox.on_patient_opted_out),),
+        commands=(
+            ("share", sharing_cli.share_app, "Cross-site sharing: peers, policies, the outbox, links."),
+        ),
+        routers=sharing_api.routers,
+    ),
+    Feature(
+        "triage",
+        register_jobs=triage.worker.register,
+        commands=(("triage", triage.cli.app, "AI triage with MONAI bundles."),),
+        routers=triage.api.routers,
+    ),
+)
+
+
+def compose() -> None:
+    """Subscribe every feature's event handlers (idempotent). Called on import: whoever imports the
+    composition root gets a fully wired archive."""
+    for feature in FEATURES:
+        for event_type, handler in feature.subscriptions:
+            subscribe(event_type, handler)
+
+
+def build_runner(archive: Archive, *, kinds: list[str] | None = None) -> JobRunner:
+    """The job runner with every feature's job kinds (only `kinds`, when given: e.g. a GPU node's worker)."""
+    runner = JobRunner(archive)
+    for feature in FEATURES:
+        if feature.register_jobs is not None:
+            feature.register_jobs(runner, archive)
+    if kinds:
+        runner.kinds = {k: v for k, v in runner.kinds.items() if k in kinds}
+    return runner
+
+
+def commands() -> list[tuple[str, typer.Typer, str]]:
+    return [command for feature in FEATURES for command in feature.commands]
+
+
+def routers() -> list[APIRouter]:
+    return [router for feature in FEATURES for router in feature.routers]
+
+
+def describe() -> dict[str, Any]:
+    """What is wired, for `imaging --version`-style introspection and tests."""
+    return {f.name: {"commands": [c[0] for c in f.commands], "routers": len(f.routers)} for f in FEATURES}
+
+
+compose()

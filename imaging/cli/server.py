@@ -1,0 +1,109 @@
+"""`imaging serve` and `imaging worker`: the long-running processes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from dicomweb.app import create_app
+from imaging import app as composition
+from imaging.archive import Archive
+from imaging.console import ConfigOpt, DataDirOpt, settings
+from imaging.dimse.processes import GatewayProcesses
+from imaging.dimse.server import Gateway
+from imaging.jobs.broker import BrokerDispatch
+from imaging.lifecycle import configure_server_process, wait_until_terminated
+
+app = typer.Typer()
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    dicom_port: Annotated[int | None, typer.Option(envvar="IMAGING_DICOM_PORT")] = None,
+    http_port: Annotated[int | None, typer.Option(envvar="IMAGING_HTTP_PORT")] = None,
+    ae_title: Annotated[str | None, typer.Option(envvar="IMAGING_AE_TITLE")] = None,
+    dev: Annotated[bool, typer.Option("--dev", help="development mode: HTTP without tokens")] = False,
+    no_http: Annotated[bool, typer.Option("--no-http", help="DIMSE gateway only")] = False,
+) -> None:
+    """Start the DICOM gateway, the DICOMweb API and the background workers."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_server_process()
+    chosen = settings(
+        config, data_dir, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title, dev_mode=dev or None
+    )
+    archive = Archive.open(chosen)
+    # The job runner first: registering triage loads its bundle (torch, MONAI: seconds of CPU under the
+    # GIL), which must not compete with the first associations. The port opens once the server is ready.
+    runner = composition.build_runner(archive)
+    if chosen.broker_url:
+        runner.publisher = BrokerDispatch(chosen.broker_url, namespace=chosen.broker_namespace)
+    gateway = Gateway(archive)
+    extra = None
+    processes = chosen.gateway_processes()
+    if processes > 1:
+        # Our gateway accepts every connection and hands each to the least-loaded process.
+        extra = GatewayProcesses(archive, processes - 1)
+        port = gateway.start(dispatcher=extra.dispatcher)
+        extra.start(chosen.dicom_host, port)
+    else:
+        port = gateway.start()
+    if chosen.workers:
+        runner.start()
+    print(f"DICOM gateway: AE title {chosen.ae_title} on {chosen.dicom_host}:{port}", flush=True)
+    try:
+        if no_http:
+            print("HTTP disabled", flush=True)
+            wait_until_terminated()
+        else:
+            print(f"DICOMweb: http://{chosen.http_host}:{chosen.http_port}/dicomweb", flush=True)
+            print(f"Viewer:   http://{chosen.http_host}:{chosen.http_port}/viewer", flush=True)
+            uvicorn.run(
+                create_app(archive), host=chosen.http_host, port=chosen.http_port, log_level="warning"
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        gateway.stop()
+        if extra is not None:
+            extra.stop()
+        archive.close()
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    kind: Annotated[list[str], typer.Option(help="only these job kinds (e.g. triage on a GPU node)")] = [],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="concurrent jobs (broker mode)")] = 2,
+) -> None:
+    """Run background jobs only: from the broker when `broker_url` is set (scale-out), else in process."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_server_process()
+    archive = Archive.open(settings(config, data_dir))
+    runner = composition.build_runner(archive, kinds=kind)
+    dispatch = None
+    if archive.settings.broker_url:
+        dispatch = BrokerDispatch(archive.settings.broker_url, namespace=archive.settings.broker_namespace)
+        consumer = dispatch.worker(runner, threads=threads)
+        consumer.start()
+    else:
+        runner.start()
+    print("worker running; job kinds: " + ", ".join(sorted(runner.kinds)), flush=True)
+    try:
+        wait_until_terminated()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if dispatch is not None:
+            consumer.stop()
+            dispatch.close()
+        else:
+            runner.stop()
+        archive.close()

@@ -1,0 +1,142 @@
+"""The receive service: every protocol edge (C-STORE, STOW-RS) hands what arrived to `Receiver.receive`,
+which decides the partition, de-identifies on receive where a project is bound, and ingests.
+
+* Clinical partition: the bytes go to the single ingest path exactly as received (parsed once, there).
+* A project partition (a project-bound called AE title, or the project's STOW root): the received object is
+  read once, checked against the request, refused if the patient opted out, de-identified with the project's
+  profile and key, and the de-identified copy is ingested; no identified copy is ever stored (a share-only
+  node). What cannot be shown clean is quarantined (recorded, not stored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from imaging import audit
+from imaging.config import Settings
+from imaging.consent import is_opted_out
+from imaging.errors import ArchiveError, CannotUnderstand, DataSetMismatch, NotAuthorized, NotFound
+from imaging.index.db import Database
+from imaging.index.extract import parse
+from imaging.ingest.ingestor import Ingestor, IngestResult
+from imaging.ingest.partitions import Quarantine, deidentifier_for, project_exists
+from imaging.partition import CLINICAL
+
+
+class ConsentRefused(ArchiveError):
+    """The patient opted out of secondary use."""
+
+    http_status = 409
+
+
+class Quarantined(ArchiveError):
+    """The instance could not be shown clean (e.g. burned-in text) and was not stored."""
+
+    dimse_status = 0xA9A0  # A9xx: refused, the data set does not meet what the destination requires
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the request says the object is; a received object that differs is refused (DataSetMismatch)."""
+
+    SOPInstanceUID: str | None = None
+    SOPClassUID: str | None = None
+    StudyInstanceUID: str | None = None  # STOW-RS to /studies/{study}
+
+
+class Receiver:
+    def __init__(self, settings: Settings, db: Database, ingestor: Ingestor) -> None:
+        self.settings = settings
+        self.db = db
+        self.ingestor = ingestor
+
+    def partition_for(self, called_ae: str) -> str | None:
+        """The partition a called AE title serves: ours → clinical, a project-bound one → that project,
+        anything else → None (refused)."""
+        called = called_ae.strip()
+        if called == self.settings.ae_title:
+            return CLINICAL
+        return self.settings.project_ae_titles.get(called)
+
+    def receive(
+        self,
+        data: bytes,
+        *,
+        source: str,
+        called_ae: str | None = None,
+        partition: str | None = None,
+        expected: Expected = Expected(),
+    ) -> IngestResult:
+        """Store a received Part 10 stream in the partition named by `called_ae` (DIMSE) or `partition`
+        (a DICOMweb service root). `source` says who sent it (audit, storage events): "ae:<calling AE>",
+        "stow:<user>"."""
+        if called_ae is not None:
+            partition = self.partition_for(called_ae)
+            if partition is None:
+                raise NotAuthorized("called AE title not served here")
+        partition = partition or CLINICAL
+        if partition == CLINICAL:
+            return self.ingestor.ingest(
+                data,
+                source=source,
+                expected_sop_instance_uid=expected.SOPInstanceUID,
+                expected_sop_class_uid=expected.SOPClassUID,
+                expected_study_instance_uid=expected.StudyInstanceUID,
+            )
+        return self._deidentify_on_receive(data, partition, source, expected)
+
+    def _deidentify_on_receive(
+        self, data: bytes, project: str, source: str, expected: Expected
+    ) -> IngestResult:
+        ds = _read(data)
+        _check(ds, expected)
+        keys_dir: Path = self.settings.keys_path
+        with self.db.read() as session:
+            if not project_exists(session, project):
+                raise NotFound("no such project")
+            if is_opted_out(session, str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", ""))):
+                raise ConsentRefused("the patient opted out of secondary use")
+        result = deidentifier_for(self.db, keys_dir, project).deidentify(ds)
+        if result.quarantined or result.dataset is None:
+            key = "sha256:" + hashlib.sha256(data).hexdigest()
+            reasons = list(result.reasons)
+            self.db.transaction(lambda s: s.add(Quarantine(project=project, object_key=key, reasons=reasons)))
+            raise Quarantined("pixel data could not be shown free of burned-in text; not stored")
+        stored = self.ingestor.ingest_dataset(result.dataset, partition=project, source=source)
+        with self.db.write() as session:
+            audit.record(
+                session,
+                audit.AuditEvent.INSTANCES_ACCESSED,
+                user=source,
+                action="C",
+                source=f"project:{project}",
+                partition=project,
+                study_uid=stored.study_instance_uid,
+                patient_ref=result.patient_pseudonym,
+                detail="de-identified on receive",
+            )
+        return stored
+
+
+def _read(data: bytes) -> Dataset:
+    """The whole received data set (de-identification needs the pixels too), read once; on failure the
+    index's parser names the precise problem (CannotUnderstand / DataSetMismatch)."""
+    try:
+        return dcmread(BytesIO(data))
+    except Exception:
+        parse(data)  # raises the precise error for this stream
+        raise CannotUnderstand("data set cannot be parsed") from None
+
+
+def _check(ds: Dataset, expected: Expected) -> None:
+    for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID"):
+        wanted = getattr(expected, keyword)
+        if wanted is not None and str(ds.get(keyword, "")) != wanted:
+            raise DataSetMismatch(f"{keyword} differs from the request's")
