@@ -1,0 +1,560 @@
+"""A real OpenID Provider for the tests: Debian's LemonLDAP::NG portal (llng-fastcgi-server) behind nginx,
+on free loopback ports, with its whole configuration and state in a temporary directory.
+
+LemonLDAP::NG reads its `lemonldap-ng.ini` from $LLNG_DEFAULTCONFFILE and its configuration
+(`lmConf-N.json`) and sessions from the directories that file and the configuration name, so nothing under
+/etc or /var/lib is used or changed. The provider:
+
+* issues RS256-signed ID tokens and JWT access tokens (`iss`, `aud` = client id + `audience`, `exp`, `iat`,
+  `jti`, `scope`, plus the user's claims), its public key published at the discovery document's `jwks_uri`;
+* has one confidential relying party (`client_id`/`client_secret`, the given redirect URIs, PKCE accepted,
+  consent skipped, the resource owner password grant allowed);
+* authenticates LemonLDAP::NG's demo users (DEMO_USERS: dwho/dwho, rtyler/rtyler, msmith/msmith), whose
+  `groups`, `roles` and `projects` claims are set from DEMO_USERS;
+* rotates its signing key at run time (`rotate_signing_key`): it writes the next configuration, which the
+  portal picks up within a second or two; LemonLDAP::NG 2.16 publishes only the current key.
+
+Usage:
+
+    with OpenIDProvider(redirect_uris=["http://127.0.0.1:8042/callback"]) as op:
+        tokens = op.password_grant("dwho", "dwho")        # {"access_token": <JWT>, "id_token": ..., ...}
+        tokens = op.authorization_code_flow("rtyler", "rtyler", "http://127.0.0.1:8042/callback")
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.conftest import require_program
+from tests.infra.process import ServerProcess, chown_to_unprivileged, free_port, tcp_port_open, wait_until
+
+LLNG_FASTCGI_SERVER = "/usr/sbin/llng-fastcgi-server"
+NGINX = "/usr/sbin/nginx"
+LLNG_PORTAL_HTDOCS = Path("/usr/share/lemonldap-ng/portal/htdocs")
+LLNG_PORTAL_TEMPLATES = Path("/usr/share/lemonldap-ng/portal/templates")
+LLNG_ROTATE_KEYS = "/usr/share/lemonldap-ng/bin/rotateOidcKeys"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A user of LemonLDAP::NG's demo backend (its password is its uid) and the claims the provider
+    releases for it: `groups` (the demo backend's groups plus `roles`), `roles` and `projects`."""
+
+    uid: str
+    name: str
+    email: str
+    demo_groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    projects: tuple[str, ...]
+
+    @property
+    def password(self) -> str:
+        return self.uid
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset(self.demo_groups) | frozenset(self.roles)
+
+
+# The demo backend's accounts and groups are fixed in Lemonldap::NG::Portal::UserDB::Demo; roles and
+# projects are this fixture's, given to the users by configuration rules.
+DEMO_USERS: dict[str, DemoUser] = {
+    "dwho": DemoUser(
+        "dwho",
+        "Doctor Who",
+        "dwho@badwolf.org",
+        ("timelords", "users"),
+        ("archive-admin",),
+        ("lung-screening", "neuro-mri"),
+    ),
+    "rtyler": DemoUser(
+        "rtyler",
+        "Rose Tyler",
+        "rtyler@badwolf.org",
+        ("earthlings", "users"),
+        ("radiologist",),
+        ("lung-screening",),
+    ),
+    "msmith": DemoUser(
+        "msmith",
+        "Mickey Smith",
+        "msmith@badwolf.org",
+        ("earthlings", "users"),
+        ("researcher",),
+        ("neuro-mri",),
+    ),
+}
+
+RP_KEY = "archive"  # the relying party's key in LemonLDAP::NG's configuration
+TOKEN_SCOPE = "openid profile email"
+
+
+def _rsa_key_pair() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def _perl_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("@", "\\@") + '"'
+
+
+def _per_user_macro(values: dict[str, tuple[str, ...]], separator: str) -> str:
+    """A LemonLDAP::NG macro (a Perl expression over the session's attributes) that gives each uid its
+    values as one multi-valued attribute."""
+    expression = '""'
+    for uid, items in values.items():
+        expression = f"$uid eq {_perl_string(uid)} ? {_perl_string(separator.join(items))} : ({expression})"
+    return expression
+
+
+class OpenIDProvider:
+    """LemonLDAP::NG as an OpenID Provider on 127.0.0.1; a context manager."""
+
+    def __init__(
+        self,
+        redirect_uris: Sequence[str] = ("http://127.0.0.1/callback",),
+        client_id: str = "imaging-archive",
+        client_secret: str | None = None,
+        audience: str = "imaging-archive-api",
+        access_token_lifetime: int = 600,
+        workers: int = 2,
+    ) -> None:
+        self.redirect_uris = list(redirect_uris)
+        self.client_id = client_id
+        self.client_secret = client_secret or secrets.token_urlsafe(24)
+        self.audience = audience
+        self.access_token_lifetime = access_token_lifetime
+        self.workers = workers
+        self.port = 0
+        self.root: Path | None = None
+        self.key_id = ""
+        self._config_number = 0
+        self._config: dict[str, Any] = {}
+        self._processes: list[ServerProcess] = []
+
+    # -- addresses ------------------------------------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    def discovery(self) -> dict[str, Any]:
+        response = httpx.get(self.discovery_url, timeout=10)
+        response.raise_for_status()
+        document: dict[str, Any] = response.json()
+        return document
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> OpenIDProvider:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="llng-"))
+        # mkdtemp's 0700 would keep the unprivileged portal out when the tests run as root.
+        self.root.chmod(0o755)
+        self.port = free_port()
+        fastcgi_socket = self.root / "llng-fastcgi.sock"
+        for sub in ("conf", "sessions/lock", "psessions/lock", "cache", "notifications", "nginx"):
+            (self.root / sub).mkdir(parents=True)
+        (self.root / "lemonldap-ng.ini").write_text(self._ini())
+        (self.root / "nginx.conf").write_text(self._nginx_conf(fastcgi_socket))
+        self._config = self._llng_config()
+        self._save_config()
+        chown_to_unprivileged(self.root)
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LLNG_DEFAULTCONFFILE": str(self.root / "lemonldap-ng.ini"),
+            "LLNG_DEFAULTLOGGER": "Lemonldap::NG::Common::Logger::Std",
+        }
+        portal = ServerProcess(
+            "llng-fastcgi-server",
+            [
+                LLNG_FASTCGI_SERVER,
+                "--foreground",
+                "--proc",
+                str(self.workers),
+                "--pid",
+                str(self.root / "llng-fastcgi.pid"),
+                "--socket",
+                str(fastcgi_socket),
+            ],
+            self.root / "llng-fastcgi.log",
+            env=env,
+            unprivileged=True,
+        )
+        nginx = ServerProcess(
+            "nginx",
+            [NGINX, "-p", str(self.root / "nginx"), "-c", str(self.root / "nginx.conf"), "-e", "stderr"],
+            self.root / "nginx.log",
+            unprivileged=True,
+        )
+        self._processes = [portal, nginx]
+        try:
+            portal.start()
+            wait_until(fastcgi_socket.exists, 30, "llng-fastcgi-server socket", [portal])
+            nginx.start()
+            wait_until(lambda: tcp_port_open(self.port), 10, "nginx", self._processes)
+            # Each FastCGI worker compiles the portal on its first request: warm them all up.
+            for _ in range(self.workers * 2):
+                wait_until(self._discovery_ready, 30, "OpenID discovery", self._processes)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes = []
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def _discovery_ready(self) -> bool:
+        try:
+            return httpx.get(self.discovery_url, timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- configuration --------------------------------------------------------------------------------
+
+    def _ini(self) -> str:
+        assert self.root is not None
+        return f"""[all]
+logLevel = warn
+checkTime = 1
+
+[configuration]
+type = File
+dirName = {self.root / "conf"}
+prettyPrint = 1
+# No localStorage (configuration cache): without one, each worker rereads the newest lmConf-N.json every
+# checkTime seconds, so a new configuration (a rotated key) takes effect at once.
+
+[portal]
+staticPrefix = /static
+templateDir = {LLNG_PORTAL_TEMPLATES}
+languages = en
+
+[handler]
+status = 0
+"""
+
+    def _nginx_conf(self, fastcgi_socket: Path) -> str:
+        assert self.root is not None
+        return f"""daemon off;
+worker_processes 1;
+pid {self.root / "nginx" / "nginx.pid"};
+error_log stderr warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.root / "nginx"}/body;
+  fastcgi_temp_path {self.root / "nginx"}/fastcgi;
+  proxy_temp_path {self.root / "nginx"}/proxy;
+  uwsgi_temp_path {self.root / "nginx"}/uwsgi;
+  scgi_temp_path {self.root / "nginx"}/scgi;
+  include /etc/nginx/mime.types;
+  upstream llng_portal {{ server unix:{fastcgi_socket}; }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    server_name 127.0.0.1;
+    root {LLNG_PORTAL_HTDOCS}/;
+    if ($uri !~ ^/((static|javascript|favicon).*|.*\\.psgi)) {{
+      rewrite ^/(.*)$ /index.psgi/$1 break;
+    }}
+    location ~ ^(?<sc>/.*\\.psgi)(?:$|/) {{
+      include /etc/nginx/fastcgi_params;
+      fastcgi_pass llng_portal;
+      fastcgi_param HTTP_HOST $http_host;
+      fastcgi_param LLTYPE psgi;
+      fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+      fastcgi_split_path_info ^(.*\\.psgi)(/.*)$;
+      fastcgi_param PATH_INFO $fastcgi_path_info;
+    }}
+    location /static/ {{ alias {LLNG_PORTAL_HTDOCS}/static/; }}
+    location /javascript/ {{ alias /usr/share/javascript/; }}
+  }}
+}}
+"""
+
+    def _llng_config(self) -> dict[str, Any]:
+        assert self.root is not None
+        separator = "; "
+        private_key, public_key = _rsa_key_pair()
+        self.key_id = secrets.token_hex(8)
+        roles = {uid: user.roles for uid, user in DEMO_USERS.items()}
+        role_names = sorted({role for user in DEMO_USERS.values() for role in user.roles})
+        sessions = {
+            "Directory": str(self.root / "sessions"),
+            "LockDirectory": str(self.root / "sessions/lock"),
+            "generateModule": "Lemonldap::NG::Common::Apache::Session::Generate::SHA256",
+        }
+        return {
+            "cfgNum": 1,
+            "cfgAuthor": "tests.infra.oidc_provider",
+            "cfgDate": str(int(time.time())),
+            "cfgVersion": "2.16.1",
+            "authentication": "Demo",
+            "userDB": "Same",
+            "passwordDB": "Demo",
+            "registerDB": "Null",
+            "portal": f"{self.issuer}/",
+            "domain": "127.0.0.1",
+            "cookieName": "lemonldap",
+            "securedCookie": 0,
+            "timeout": 72000,
+            # How often each portal worker looks for a newer configuration (key rotation), in seconds.
+            "checkTime": 1,
+            "multiValuesSeparator": separator,
+            "whatToTrace": "uid",
+            "demoExportedVars": {"cn": "cn", "mail": "mail", "uid": "uid"},
+            "globalStorage": "Apache::Session::File",
+            "globalStorageOptions": sessions,
+            "persistentStorage": "Apache::Session::File",
+            "persistentStorageOptions": {
+                "Directory": str(self.root / "psessions"),
+                "LockDirectory": str(self.root / "psessions/lock"),
+            },
+            "localSessionStorage": "Cache::FileCache",
+            "localSessionStorageOptions": {
+                "cache_depth": 3,
+                "cache_root": str(self.root / "cache"),
+                "default_expires_in": 600,
+                "directory_umask": "007",
+                "namespace": "lemonldap-ng-sessions",
+            },
+            "notification": 0,
+            "notificationStorage": "File",
+            "notificationStorageOptions": {"dirName": str(self.root / "notifications")},
+            "loginHistoryEnabled": 0,
+            "locationRules": {"127.0.0.1": {"default": "accept"}},
+            # Each archive role is a LemonLDAP::NG group, so it appears in `groups` as well as `roles`.
+            "groups": {
+                role: " or ".join(
+                    f"$uid eq {_perl_string(uid)}" for uid, user in DEMO_USERS.items() if role in user.roles
+                )
+                for role in role_names
+            },
+            "macros": {
+                "archive_roles": _per_user_macro(roles, separator),
+                "archive_projects": _per_user_macro(
+                    {uid: user.projects for uid, user in DEMO_USERS.items()}, separator
+                ),
+            },
+            "issuerDBOpenIDConnectActivation": 1,
+            "oidcServiceMetaDataIssuer": self.issuer,
+            "oidcServicePrivateKeySig": private_key,
+            "oidcServicePublicKeySig": public_key,
+            "oidcServiceKeyIdSig": self.key_id,
+            "oidcServiceAllowAuthorizationCodeFlow": 1,
+            "oidcServiceAllowImplicitFlow": 0,
+            "oidcServiceAllowHybridFlow": 0,
+            "oidcServiceAllowDynamicRegistration": 0,
+            "oidcServiceIgnoreScopeForClaims": 1,
+            "oidcServiceAccessTokenExpiration": self.access_token_lifetime,
+            "oidcRPMetaDataExportedVars": {
+                RP_KEY: {
+                    "name": "cn",
+                    "email": "mail",
+                    "preferred_username": "uid",
+                    "groups": "groups;string;always",
+                    "roles": "archive_roles;string;always",
+                    "projects": "archive_projects;string;always",
+                }
+            },
+            "oidcRPMetaDataOptions": {
+                RP_KEY: {
+                    "oidcRPMetaDataOptionsClientID": self.client_id,
+                    "oidcRPMetaDataOptionsClientSecret": self.client_secret,
+                    "oidcRPMetaDataOptionsDisplayName": "Imaging archive",
+                    "oidcRPMetaDataOptionsRedirectUris": " ".join(self.redirect_uris),
+                    "oidcRPMetaDataOptionsPublic": 0,
+                    "oidcRPMetaDataOptionsRequirePKCE": 0,
+                    "oidcRPMetaDataOptionsBypassConsent": 1,
+                    "oidcRPMetaDataOptionsAllowPasswordGrant": 1,
+                    "oidcRPMetaDataOptionsRefreshToken": 1,
+                    "oidcRPMetaDataOptionsAccessTokenJWT": 1,
+                    "oidcRPMetaDataOptionsAccessTokenClaims": 1,
+                    "oidcRPMetaDataOptionsAccessTokenSignAlg": "RS256",
+                    "oidcRPMetaDataOptionsIDTokenSignAlg": "RS256",
+                    "oidcRPMetaDataOptionsIDTokenForceClaims": 1,
+                    "oidcRPMetaDataOptionsAdditionalAudiences": self.audience,
+                    "oidcRPMetaDataOptionsAccessTokenExpiration": self.access_token_lifetime,
+                    "oidcRPMetaDataOptionsUserIDAttr": "uid",
+                }
+            },
+        }
+
+    def _save_config(self) -> None:
+        assert self.root is not None
+        self._config_number += 1
+        self._config["cfgNum"] = self._config_number
+        self._config["cfgDate"] = str(int(time.time()))
+        path = self.root / "conf" / f"lmConf-{self._config_number}.json"
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps(self._config, indent=1))
+        chown_to_unprivileged(staging)
+        # The portal polls for the highest lmConf-N.json: it must never see a half-written one.
+        staging.rename(path)
+
+    def rotate_signing_key(self, timeout: float = 15.0) -> str:
+        """Sign with a new RSA key from now on (a new configuration, as LemonLDAP::NG's rotateOidcKeys
+        does); return its key id once the JWKS publishes it."""
+        private_key, public_key = _rsa_key_pair()
+        self.key_id = secrets.token_hex(8)
+        self._config.update(
+            oidcServicePrivateKeySig=private_key,
+            oidcServicePublicKeySig=public_key,
+            oidcServiceKeyIdSig=self.key_id,
+        )
+        self._save_config()
+        jwks_uri = self.discovery()["jwks_uri"]
+
+        def published() -> bool:
+            # Each worker reloads on its own: ask often enough to have reached all of them.
+            return all(
+                [k.get("kid") for k in httpx.get(jwks_uri, timeout=10).json()["keys"]] == [self.key_id]
+                for _ in range(self.workers * 2)
+            )
+
+        wait_until(published, timeout, "the rotated signing key", self._processes)
+        return self.key_id
+
+    # -- tokens ---------------------------------------------------------------------------------------
+
+    def password_grant(self, username: str, password: str, scope: str = TOKEN_SCOPE) -> dict[str, Any]:
+        """Tokens for `username` by the resource owner password credentials grant (RFC 6749 §4.3)."""
+        response = httpx.post(
+            self.discovery()["token_endpoint"],
+            data={"grant_type": "password", "username": username, "password": password, "scope": scope},
+            auth=(self.client_id, self.client_secret),
+            timeout=20,
+        )
+        if response.status_code != 200:
+            raise TokenError(response.status_code, response.text)
+        tokens: dict[str, Any] = response.json()
+        return tokens
+
+    def authorization_code_flow(
+        self, username: str, password: str, redirect_uri: str | None = None, scope: str = TOKEN_SCOPE
+    ) -> dict[str, Any]:
+        """Tokens for `username` by the authorization code flow with PKCE (S256), driven over HTTP as a
+        browser would: authorization request, login form, redirect to `redirect_uri`, code exchange."""
+        redirect_uri = redirect_uri or self.redirect_uris[0]
+        metadata = self.discovery()
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        request = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        with httpx.Client(timeout=20, follow_redirects=False) as browser:
+            location = browser.get(metadata["authorization_endpoint"], params=request)
+            if location.status_code != 200:
+                raise TokenError(location.status_code, "authorization request: " + location.text[:500])
+            # The portal answers with its login form; the hidden `url` field carries the authorization request.
+            form = _hidden_inputs(location.text)
+            form.update(user=username, password=password)
+            response = browser.post(f"{self.issuer}/", data=form)
+            while response.status_code in (301, 302, 303) and not response.headers["location"].startswith(
+                redirect_uri
+            ):
+                response = browser.get(urllib.parse.urljoin(str(response.url), response.headers["location"]))
+            if response.status_code not in (301, 302, 303):
+                raise TokenError(
+                    response.status_code, "login did not redirect to the client: " + response.text[:500]
+                )
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(response.headers["location"]).query)
+            if query.get("state") != [state] or "code" not in query:
+                raise TokenError(response.status_code, f"bad authorization response: {sorted(query)}")
+        # The token endpoint refuses a request carrying the portal's session cookie: the client calls it.
+        exchange = httpx.post(
+            metadata["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": query["code"][0],
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            },
+            auth=(self.client_id, self.client_secret),
+        )
+        if exchange.status_code != 200:
+            raise TokenError(exchange.status_code, exchange.text)
+        tokens: dict[str, Any] = exchange.json()
+        tokens["nonce"] = nonce
+        return tokens
+
+
+class TokenError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"token request failed ({status}): {body}")
+        self.status = status
+        self.body = body
+
+
+def _hidden_inputs(html: str) -> dict[str, str]:
+    """The hidden fields of the portal's login form (LemonLDAP::NG keeps the pending request in them)."""
+    fields: dict[str, str] = {}
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            attributes = dict(attrs)
+            if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
+                fields[str(attributes["name"])] = attributes.get("value") or ""
+
+    Parser().feed(html)
+    return fields
+
+
+@pytest.fixture(scope="session")
+def openid_provider() -> Iterator[OpenIDProvider]:
+    """One LemonLDAP::NG provider for the session; its relying party accepts http://127.0.0.1/callback."""
+    require_program(LLNG_FASTCGI_SERVER)
+    require_program(NGINX)
+    with OpenIDProvider() as provider:
+        yield provider
