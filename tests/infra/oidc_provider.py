@@ -33,106 +33,29 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import require_program
+from tests.infra.llng_config import (
+    DEMO_USERS,
+    DemoUser,
+    RelyingParty,
+    ini_file,
+    new_signing_key,
+    nginx_conf,
+    portal_config,
+)
 from tests.infra.process import ServerProcess, chown_to_unprivileged, free_port, tcp_port_open, wait_until
 
 LLNG_FASTCGI_SERVER = "/usr/sbin/llng-fastcgi-server"
 NGINX = "/usr/sbin/nginx"
-LLNG_PORTAL_HTDOCS = Path("/usr/share/lemonldap-ng/portal/htdocs")
-LLNG_PORTAL_TEMPLATES = Path("/usr/share/lemonldap-ng/portal/templates")
-LLNG_ROTATE_KEYS = "/usr/share/lemonldap-ng/bin/rotateOidcKeys"
-
-
-@dataclass(frozen=True)
-class DemoUser:
-    """A user of LemonLDAP::NG's demo backend (its password is its uid) and the claims the provider
-    releases for it: `groups` (the demo backend's groups plus `roles`), `roles` and `projects`."""
-
-    uid: str
-    name: str
-    email: str
-    demo_groups: tuple[str, ...]
-    roles: tuple[str, ...]
-    projects: tuple[str, ...]
-
-    @property
-    def password(self) -> str:
-        return self.uid
-
-    @property
-    def groups(self) -> frozenset[str]:
-        return frozenset(self.demo_groups) | frozenset(self.roles)
-
-
-# The demo backend's accounts and groups are fixed in Lemonldap::NG::Portal::UserDB::Demo; roles and
-# projects are this fixture's, given to the users by configuration rules.
-DEMO_USERS: dict[str, DemoUser] = {
-    "dwho": DemoUser(
-        "dwho",
-        "Doctor Who",
-        "dwho@badwolf.org",
-        ("timelords", "users"),
-        ("archive-admin",),
-        ("lung-screening", "neuro-mri"),
-    ),
-    "rtyler": DemoUser(
-        "rtyler",
-        "Rose Tyler",
-        "rtyler@badwolf.org",
-        ("earthlings", "users"),
-        ("radiologist",),
-        ("lung-screening",),
-    ),
-    "msmith": DemoUser(
-        "msmith",
-        "Mickey Smith",
-        "msmith@badwolf.org",
-        ("earthlings", "users"),
-        ("researcher",),
-        ("neuro-mri",),
-    ),
-}
-
-RP_KEY = "archive"  # the relying party's key in LemonLDAP::NG's configuration
 TOKEN_SCOPE = "openid profile email"
-
-
-def _rsa_key_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
-def _perl_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("@", "\\@") + '"'
-
-
-def _per_user_macro(values: dict[str, tuple[str, ...]], separator: str) -> str:
-    """A LemonLDAP::NG macro (a Perl expression over the session's attributes) that gives each uid its
-    values as one multi-valued attribute."""
-    expression = '""'
-    for uid, items in values.items():
-        expression = f"$uid eq {_perl_string(uid)} ? {_perl_string(separator.join(items))} : ({expression})"
-    return expression
+__all__ = ["DEMO_USERS", "DemoUser", "OpenIDProvider", "TokenError", "openid_provider"]
 
 
 class OpenIDProvider:
@@ -159,6 +82,12 @@ class OpenIDProvider:
         self._config_number = 0
         self._config: dict[str, Any] = {}
         self._processes: list[ServerProcess] = []
+
+    @property
+    def relying_party(self) -> RelyingParty:
+        return RelyingParty(
+            self.client_id, self.client_secret, self.redirect_uris, self.audience, self.access_token_lifetime
+        )
 
     # -- addresses ------------------------------------------------------------------------------------
 
@@ -193,9 +122,11 @@ class OpenIDProvider:
         fastcgi_socket = self.root / "llng-fastcgi.sock"
         for sub in ("conf", "sessions/lock", "psessions/lock", "cache", "notifications", "nginx"):
             (self.root / sub).mkdir(parents=True)
-        (self.root / "lemonldap-ng.ini").write_text(self._ini())
-        (self.root / "nginx.conf").write_text(self._nginx_conf(fastcgi_socket))
-        self._config = self._llng_config()
+        (self.root / "lemonldap-ng.ini").write_text(ini_file(self.root))
+        (self.root / "nginx.conf").write_text(nginx_conf(self.root, self.port, fastcgi_socket))
+        key = new_signing_key()
+        self.key_id = key.key_id
+        self._config = portal_config(self.root, self.issuer, self.relying_party, key)
         self._save_config()
         chown_to_unprivileged(self.root)
 
@@ -255,174 +186,6 @@ class OpenIDProvider:
 
     # -- configuration --------------------------------------------------------------------------------
 
-    def _ini(self) -> str:
-        assert self.root is not None
-        return f"""[all]
-logLevel = warn
-checkTime = 1
-
-[configuration]
-type = File
-dirName = {self.root / "conf"}
-prettyPrint = 1
-# No localStorage (configuration cache): without one, each worker rereads the newest lmConf-N.json every
-# checkTime seconds, so a new configuration (a rotated key) takes effect at once.
-
-[portal]
-staticPrefix = /static
-templateDir = {LLNG_PORTAL_TEMPLATES}
-languages = en
-
-[handler]
-status = 0
-"""
-
-    def _nginx_conf(self, fastcgi_socket: Path) -> str:
-        assert self.root is not None
-        return f"""daemon off;
-worker_processes 1;
-pid {self.root / "nginx" / "nginx.pid"};
-error_log stderr warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.root / "nginx"}/body;
-  fastcgi_temp_path {self.root / "nginx"}/fastcgi;
-  proxy_temp_path {self.root / "nginx"}/proxy;
-  uwsgi_temp_path {self.root / "nginx"}/uwsgi;
-  scgi_temp_path {self.root / "nginx"}/scgi;
-  include /etc/nginx/mime.types;
-  upstream llng_portal {{ server unix:{fastcgi_socket}; }}
-  server {{
-    listen 127.0.0.1:{self.port};
-    server_name 127.0.0.1;
-    root {LLNG_PORTAL_HTDOCS}/;
-    if ($uri !~ ^/((static|javascript|favicon).*|.*\\.psgi)) {{
-      rewrite ^/(.*)$ /index.psgi/$1 break;
-    }}
-    location ~ ^(?<sc>/.*\\.psgi)(?:$|/) {{
-      include /etc/nginx/fastcgi_params;
-      fastcgi_pass llng_portal;
-      fastcgi_param HTTP_HOST $http_host;
-      fastcgi_param LLTYPE psgi;
-      fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-      fastcgi_split_path_info ^(.*\\.psgi)(/.*)$;
-      fastcgi_param PATH_INFO $fastcgi_path_info;
-    }}
-    location /static/ {{ alias {LLNG_PORTAL_HTDOCS}/static/; }}
-    location /javascript/ {{ alias /usr/share/javascript/; }}
-  }}
-}}
-"""
-
-    def _llng_config(self) -> dict[str, Any]:
-        assert self.root is not None
-        separator = "; "
-        private_key, public_key = _rsa_key_pair()
-        self.key_id = secrets.token_hex(8)
-        roles = {uid: user.roles for uid, user in DEMO_USERS.items()}
-        role_names = sorted({role for user in DEMO_USERS.values() for role in user.roles})
-        sessions = {
-            "Directory": str(self.root / "sessions"),
-            "LockDirectory": str(self.root / "sessions/lock"),
-            "generateModule": "Lemonldap::NG::Common::Apache::Session::Generate::SHA256",
-        }
-        return {
-            "cfgNum": 1,
-            "cfgAuthor": "tests.infra.oidc_provider",
-            "cfgDate": str(int(time.time())),
-            "cfgVersion": "2.16.1",
-            "authentication": "Demo",
-            "userDB": "Same",
-            "passwordDB": "Demo",
-            "registerDB": "Null",
-            "portal": f"{self.issuer}/",
-            "domain": "127.0.0.1",
-            "cookieName": "lemonldap",
-            "securedCookie": 0,
-            "timeout": 72000,
-            # How often each portal worker looks for a newer configuration (key rotation), in seconds.
-            "checkTime": 1,
-            "multiValuesSeparator": separator,
-            "whatToTrace": "uid",
-            "demoExportedVars": {"cn": "cn", "mail": "mail", "uid": "uid"},
-            "globalStorage": "Apache::Session::File",
-            "globalStorageOptions": sessions,
-            "persistentStorage": "Apache::Session::File",
-            "persistentStorageOptions": {
-                "Directory": str(self.root / "psessions"),
-                "LockDirectory": str(self.root / "psessions/lock"),
-            },
-            "localSessionStorage": "Cache::FileCache",
-            "localSessionStorageOptions": {
-                "cache_depth": 3,
-                "cache_root": str(self.root / "cache"),
-                "default_expires_in": 600,
-                "directory_umask": "007",
-                "namespace": "lemonldap-ng-sessions",
-            },
-            "notification": 0,
-            "notificationStorage": "File",
-            "notificationStorageOptions": {"dirName": str(self.root / "notifications")},
-            "loginHistoryEnabled": 0,
-            "locationRules": {"127.0.0.1": {"default": "accept"}},
-            # Each archive role is a LemonLDAP::NG group, so it appears in `groups` as well as `roles`.
-            "groups": {
-                role: " or ".join(
-                    f"$uid eq {_perl_string(uid)}" for uid, user in DEMO_USERS.items() if role in user.roles
-                )
-                for role in role_names
-            },
-            "macros": {
-                "archive_roles": _per_user_macro(roles, separator),
-                "archive_projects": _per_user_macro(
-                    {uid: user.projects for uid, user in DEMO_USERS.items()}, separator
-                ),
-            },
-            "issuerDBOpenIDConnectActivation": 1,
-            "oidcServiceMetaDataIssuer": self.issuer,
-            "oidcServicePrivateKeySig": private_key,
-            "oidcServicePublicKeySig": public_key,
-            "oidcServiceKeyIdSig": self.key_id,
-            "oidcServiceAllowAuthorizationCodeFlow": 1,
-            "oidcServiceAllowImplicitFlow": 0,
-            "oidcServiceAllowHybridFlow": 0,
-            "oidcServiceAllowDynamicRegistration": 0,
-            "oidcServiceIgnoreScopeForClaims": 1,
-            "oidcServiceAccessTokenExpiration": self.access_token_lifetime,
-            "oidcRPMetaDataExportedVars": {
-                RP_KEY: {
-                    "name": "cn",
-                    "email": "mail",
-                    "preferred_username": "uid",
-                    "groups": "groups;string;always",
-                    "roles": "archive_roles;string;always",
-                    "projects": "archive_projects;string;always",
-                }
-            },
-            "oidcRPMetaDataOptions": {
-                RP_KEY: {
-                    "oidcRPMetaDataOptionsClientID": self.client_id,
-                    "oidcRPMetaDataOptionsClientSecret": self.client_secret,
-                    "oidcRPMetaDataOptionsDisplayName": "Imaging archive",
-                    "oidcRPMetaDataOptionsRedirectUris": " ".join(self.redirect_uris),
-                    "oidcRPMetaDataOptionsPublic": 0,
-                    "oidcRPMetaDataOptionsRequirePKCE": 0,
-                    "oidcRPMetaDataOptionsBypassConsent": 1,
-                    "oidcRPMetaDataOptionsAllowPasswordGrant": 1,
-                    "oidcRPMetaDataOptionsRefreshToken": 1,
-                    "oidcRPMetaDataOptionsAccessTokenJWT": 1,
-                    "oidcRPMetaDataOptionsAccessTokenClaims": 1,
-                    "oidcRPMetaDataOptionsAccessTokenSignAlg": "RS256",
-                    "oidcRPMetaDataOptionsIDTokenSignAlg": "RS256",
-                    "oidcRPMetaDataOptionsIDTokenForceClaims": 1,
-                    "oidcRPMetaDataOptionsAdditionalAudiences": self.audience,
-                    "oidcRPMetaDataOptionsAccessTokenExpiration": self.access_token_lifetime,
-                    "oidcRPMetaDataOptionsUserIDAttr": "uid",
-                }
-            },
-        }
-
     def _save_config(self) -> None:
         assert self.root is not None
         self._config_number += 1
@@ -438,12 +201,12 @@ http {{
     def rotate_signing_key(self, timeout: float = 15.0) -> str:
         """Sign with a new RSA key from now on (a new configuration, as LemonLDAP::NG's rotateOidcKeys
         does); return its key id once the JWKS publishes it."""
-        private_key, public_key = _rsa_key_pair()
-        self.key_id = secrets.token_hex(8)
+        key = new_signing_key()
+        self.key_id = key.key_id
         self._config.update(
-            oidcServicePrivateKeySig=private_key,
-            oidcServicePublicKeySig=public_key,
-            oidcServiceKeyIdSig=self.key_id,
+            oidcServicePrivateKeySig=key.private_pem,
+            oidcServicePublicKeySig=key.public_pem,
+            oidcServiceKeyIdSig=key.key_id,
         )
         self._save_config()
         jwks_uri = self.discovery()["jwks_uri"]
