@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 LLNG_PORTAL_HTDOCS = Path("/usr/share/lemonldap-ng/portal/htdocs")
 LLNG_PORTAL_TEMPLATES = Path("/usr/share/lemonldap-ng/portal/templates")
+CHECK_TIME = 1  # seconds between a portal worker's looks for a newer configuration
 RP_KEY = "archive"  # the relying party's key in LemonLDAP::NG's configuration
 
 
@@ -117,7 +118,7 @@ def ini_file(root: Path) -> str:
     """lemonldap-ng.ini: the configuration is a File backend in `root`/conf; warnings and errors are logged."""
     return f"""[all]
 logLevel = warn
-checkTime = 1
+checkTime = {CHECK_TIME}
 
 [configuration]
 type = File
@@ -200,7 +201,7 @@ def portal_config(root: Path, issuer: str, rp: RelyingParty, key: SigningKey) ->
         "securedCookie": 0,
         "timeout": 72000,
         # How often each portal worker looks for a newer configuration (key rotation), in seconds.
-        "checkTime": 1,
+        "checkTime": CHECK_TIME,
         "multiValuesSeparator": separator,
         "whatToTrace": "uid",
         "demoExportedVars": {"cn": "cn", "mail": "mail", "uid": "uid"},

@@ -11,8 +11,9 @@ LemonLDAP::NG reads its `lemonldap-ng.ini` from $LLNG_DEFAULTCONFFILE and its co
   consent skipped, the resource owner password grant allowed);
 * authenticates LemonLDAP::NG's demo users (DEMO_USERS: dwho/dwho, rtyler/rtyler, msmith/msmith), whose
   `groups`, `roles` and `projects` claims are set from DEMO_USERS;
-* rotates its signing key at run time (`rotate_signing_key`): it writes the next configuration, which the
-  portal picks up within a second or two; LemonLDAP::NG 2.16 publishes only the current key.
+* changes at run time by writing the next configuration, which the portal takes up within about 2 s:
+  `rotate_signing_key()` (LemonLDAP::NG 2.16 publishes only the current key, so tokens signed with the
+  old one stop verifying) and `allow_redirect_uris(uri)` (say, the archive's callback once its port is known).
 
 Usage:
 
@@ -42,7 +43,9 @@ import pytest
 
 from tests.conftest import require_program
 from tests.infra.llng_config import (
+    CHECK_TIME,
     DEMO_USERS,
+    RP_KEY,
     DemoUser,
     RelyingParty,
     ini_file,
@@ -68,7 +71,7 @@ class OpenIDProvider:
         client_secret: str | None = None,
         audience: str = "imaging-archive-api",
         access_token_lifetime: int = 600,
-        workers: int = 2,
+        workers: int = 1,
     ) -> None:
         self.redirect_uris = list(redirect_uris)
         self.client_id = client_id
@@ -198,28 +201,37 @@ class OpenIDProvider:
         # The portal polls for the highest lmConf-N.json: it must never see a half-written one.
         staging.rename(path)
 
-    def rotate_signing_key(self, timeout: float = 15.0) -> str:
+    def _apply_config(self, **changes: Any) -> None:
+        """Write the next configuration with `changes` and make sure the portal runs on it."""
+        self._config.update(changes)
+        self._save_config()
+        # A worker rereads the configuration on its first request once more than checkTime whole
+        # seconds have passed since its last look (Perl's integer time()): wait that out, then ask.
+        time.sleep(CHECK_TIME + 1.1)
+        for _ in range(self.workers * 4):
+            self.discovery()
+
+    def rotate_signing_key(self) -> str:
         """Sign with a new RSA key from now on (a new configuration, as LemonLDAP::NG's rotateOidcKeys
-        does); return its key id once the JWKS publishes it."""
+        does); return its key id, which the JWKS now publishes instead of the old one."""
         key = new_signing_key()
-        self.key_id = key.key_id
-        self._config.update(
+        self._apply_config(
             oidcServicePrivateKeySig=key.private_pem,
             oidcServicePublicKeySig=key.public_pem,
             oidcServiceKeyIdSig=key.key_id,
         )
-        self._save_config()
-        jwks_uri = self.discovery()["jwks_uri"]
+        self.key_id = key.key_id
+        published = [k.get("kid") for k in httpx.get(self.discovery()["jwks_uri"], timeout=10).json()["keys"]]
+        if published != [key.key_id]:
+            raise RuntimeError(f"the portal publishes keys {published}, not the new key {key.key_id}")
+        return key.key_id
 
-        def published() -> bool:
-            # Each worker reloads on its own: ask often enough to have reached all of them.
-            return all(
-                [k.get("kid") for k in httpx.get(jwks_uri, timeout=10).json()["keys"]] == [self.key_id]
-                for _ in range(self.workers * 2)
-            )
-
-        wait_until(published, timeout, "the rotated signing key", self._processes)
-        return self.key_id
+    def allow_redirect_uris(self, *uris: str) -> None:
+        """Accept these redirect URIs too (say, the archive's callback once its port is known)."""
+        self.redirect_uris = [*self.redirect_uris, *(u for u in uris if u not in self.redirect_uris)]
+        options = self._config["oidcRPMetaDataOptions"][RP_KEY]
+        options["oidcRPMetaDataOptionsRedirectUris"] = " ".join(self.redirect_uris)
+        self._apply_config()
 
     # -- tokens ---------------------------------------------------------------------------------------
 

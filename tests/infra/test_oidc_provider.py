@@ -119,3 +119,14 @@ def test_key_rotation(provider: OpenIDProvider) -> None:
     # LemonLDAP::NG publishes only the current key: a token signed with the old one no longer verifies.
     with pytest.raises(jwt.PyJWKClientError):
         verify(provider, old_token, provider.audience)
+
+
+def test_redirect_uri_added_at_run_time(provider: OpenIDProvider) -> None:
+    late = "http://127.0.0.1:8043/late/callback"
+    with pytest.raises(TokenError):
+        provider.authorization_code_flow("dwho", "dwho", late)
+    provider.allow_redirect_uris(late)
+    tokens = provider.authorization_code_flow("dwho", "dwho", late)
+    assert verify(provider, tokens["access_token"], provider.audience)["sub"] == "dwho"
+    # The URIs registered at the start still work.
+    assert provider.authorization_code_flow("rtyler", "rtyler", REDIRECT_URI)["access_token"]
