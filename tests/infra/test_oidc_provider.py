@@ -19,9 +19,12 @@ from tests.infra.oidc_provider import (
     NGINX,
     OpenIDProvider,
     TokenError,
+    openid_provider,
 )
 
 pytestmark = pytest.mark.oidc
+
+__all__ = ["openid_provider"]  # the shared fixture, imported for the test of it below
 
 REDIRECT_URI = "http://127.0.0.1:8042/oidc/callback"
 
@@ -130,3 +133,10 @@ def test_redirect_uri_added_at_run_time(provider: OpenIDProvider) -> None:
     assert verify(provider, tokens["access_token"], provider.audience)["sub"] == "dwho"
     # The URIs registered at the start still work.
     assert provider.authorization_code_flow("rtyler", "rtyler", REDIRECT_URI)["access_token"]
+
+
+def test_shared_session_fixture(openid_provider: OpenIDProvider) -> None:
+    """The fixture other test folders import: its default relying party works as documented."""
+    tokens = openid_provider.authorization_code_flow("msmith", "msmith", "http://127.0.0.1/callback")
+    claims = verify(openid_provider, tokens["access_token"], "imaging-archive-api")
+    assert claims["client_id"] == "imaging-archive" and claims["roles"] == ["researcher"]
