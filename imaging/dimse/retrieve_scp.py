@@ -36,6 +36,7 @@ from imaging.dimse.find_scp import levels_for
 from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of
 from imaging.dimse.transcode import CannotTranscode, targets, transcode
 from imaging.errors import ArchiveError
+from imaging.index.access import record_access
 from imaging.index.attributes import Level
 from imaging.index.matching import InvalidMatchKey
 from imaging.index.query import Query, find
@@ -181,17 +182,22 @@ def _instances(event: evt.Event, archive: Archive) -> list[Stored]:
     if partition is None:
         raise BadIdentifier("called AE title serves no partition")
     with archive.db.read() as session:
-        return [
-            Stored(
-                m.instance.object_key,
-                m.instance.SOPClassUID,
-                m.instance.SOPInstanceUID,
-                m.instance.TransferSyntaxUID,
-                m.instance.Rows is not None or m.instance.pixel_offset is not None,
+        found = [
+            (
+                m.study.StudyInstanceUID,
+                Stored(
+                    m.instance.object_key,
+                    m.instance.SOPClassUID,
+                    m.instance.SOPInstanceUID,
+                    m.instance.TransferSyntaxUID,
+                    m.instance.Rows is not None or m.instance.pixel_offset is not None,
+                ),
             )
             for m in find(session, Query(level=Level.IMAGE, keys=matching, partition=partition))
             if m.instance is not None
         ]
+    record_access(archive.db, partition, {study for study, _ in found})  # retention rules on last access
+    return [stored for _, stored in found]
 
 
 def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
