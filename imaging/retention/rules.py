@@ -257,5 +257,7 @@ def run_rule(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
     if not enabled:
         return {"skipped": "rule removed or disabled"}
     done = apply(archive, name)
-    archive.db.transaction(lambda s: schedule_rule(s, archive.settings, name))
+    planned = dt.datetime.fromisoformat(str(payload.get("at") or utcnow().isoformat()))
+    after = max(utcnow(), planned) + dt.timedelta(seconds=1)
+    archive.db.transaction(lambda s: schedule_rule(s, archive.settings, name, after))
     return {"studies": done.studies, "instances": done.instances, "bytes": done.bytes}

@@ -85,6 +85,9 @@ def next_rule_run(settings: Settings, now: dt.datetime | None = None) -> dt.date
     return run if run > moment else run + dt.timedelta(days=1)
 
 
-def schedule_rule(session: Session, settings: Settings, rule: str, at: dt.datetime | None = None) -> None:
-    moment = at or next_rule_run(settings)
-    schedule(session, APPLY, f"{rule}@{moment.isoformat()}"[:256], {"rule": rule}, moment)
+def schedule_rule(session: Session, settings: Settings, rule: str, after: dt.datetime | None = None) -> None:
+    """The rule's next daily run (after `after`: the run that schedules its successor)."""
+    moment = next_rule_run(settings, after)
+    schedule(
+        session, APPLY, f"{rule}@{moment.isoformat()}"[:256], {"rule": rule, "at": moment.isoformat()}, moment
+    )
