@@ -18,12 +18,15 @@ from pydicom.uid import ExplicitVRBigEndian, JPEG2000Lossless, RLELossless
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as StudyGet
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as StudyMove
+from sqlalchemy import select
 
 from imaging.archive import Archive
 from imaging.config import RemoteAE
+from imaging.index.schema import Instance
 from tests.archive_fixtures import (
     ARCHIVE_AE,
     CLIENT_AE,
+    dataset_bytes,
     free_port,
     quiet,
     require_program,
@@ -31,7 +34,7 @@ from tests.archive_fixtures import (
     send_raw,
     storescp,
 )
-from tests.dimse.retrieve_data import UNDECODABLE, pixels, retrieve_objects, uid_of
+from tests.dimse.retrieve_data import UNDECODABLE, pixels, retrieve_objects, segmentation_big_endian, uid_of
 from tests.sharing.conftest import ORTHANC_PASSWORD, ORTHANC_USER, OrthancServer
 
 pytestmark = pytest.mark.dcmtk
@@ -234,3 +237,34 @@ def test_pynetdicom_get_with_a_single_accepted_syntax(stored, only: str) -> None
     if only == ExplicitVRBigEndian:
         assert len(failed) == 1  # every decodable object can go out big endian
     assert final.Status == 0xB000 and final.NumberOfFailedSuboperations == len(failed)
+
+
+def test_storescu_big_endian_segmentation_is_accepted(
+    make_archive: Callable[..., Archive], start_gateway: Callable[[Archive], int], tmp_path: Path
+) -> None:
+    """`storescu -xb` (big endian preferred) of a SEG stored big endian: accepted and stored as sent. dcmtk's
+    storescu proposes, by default, a fixed list of SOP classes without Segmentation (it fails before
+    asking); `-R` proposes the classes of the files given, as a modality does."""
+    archive = make_archive()
+    port = start_gateway(archive)
+    seg = segmentation_big_endian(tmp_path / "seg.dcm")
+    result = run(
+        [
+            require_program("/usr/bin/storescu"),
+            "-v",
+            "-R",
+            "-xb",
+            "-aet",
+            CLIENT_AE,
+            "-aec",
+            ARCHIVE_AE,
+            "127.0.0.1",
+            str(port),
+            str(seg),
+        ]
+    )
+    assert "Received Store Response (Success)" in result.stdout + result.stderr, result.stdout + result.stderr
+    with archive.db.read() as s:
+        row = s.scalar(select(Instance).where(Instance.SOPInstanceUID == uid_of(seg)))
+    assert row is not None and row.TransferSyntaxUID == ExplicitVRBigEndian
+    assert dataset_bytes(archive.store.read(row.object_key)) == dataset_bytes(seg.read_bytes())

@@ -25,6 +25,7 @@ from imaging.sharing.delivery import register as register_sharing
 from tests.archive_fixtures import *  # noqa: F403  (make_archive, start_gateway, db_url)
 from tests.archive_fixtures import write_synthetic_study
 from tests.dicomweb.conftest import Server, add_token
+from tests.sharing.conftest import orthanc  # noqa: F401  (the Orthanc peer fixture)
 
 
 @dataclass

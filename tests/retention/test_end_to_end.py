@@ -28,7 +28,7 @@ from imaging.sharing.outbox import share_study
 from imaging.sharing.peers import add_peer
 from tests.archive_fixtures import require_program, run
 from tests.retention.conftest import Site, instance_count, rejection_note, study_files
-from tests.sharing.conftest import ORTHANC_PASSWORD, ORTHANC_USER, OrthancServer, orthanc  # noqa: F401
+from tests.sharing.conftest import ORTHANC_PASSWORD, ORTHANC_USER, OrthancServer
 
 pytestmark = [pytest.mark.dcmtk, pytest.mark.orthanc, pytest.mark.slow]
 PEERS = ("siteb", "sitec", "orthanc")
@@ -49,7 +49,7 @@ def _nothing_left(site: Site) -> bool:
 def test_store_share_reject_withdraw_leaves_nothing_anywhere(
     make_site,
     orthanc: OrthancServer,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     a = make_site("a", ae_title="SITEA")
     b = make_site("b", ae_title="SITEB")
