@@ -5,6 +5,7 @@ the former `withdraw` (a revoked opt-out) still works and says what it is now.""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -16,6 +17,7 @@ from imaging.research.cohorts import manifest, save_cohort
 from imaging.research.projects import create_project
 from imaging.research.publication import publish_study
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
+from tests.archive_fixtures import DB_BACKENDS
 from tests.retention.conftest import Site, instance_count
 
 KEY = bytes(range(32))
@@ -38,7 +40,8 @@ def _erasure_done(site: Site, request_id: int) -> bool:
         return consent.erasure_status(s, request_id)["status"] == "done"
 
 
-def test_withdrawal_erases_the_copies_in_every_project_and_cohort(site: Site) -> None:
+@pytest.mark.parametrize("db_url", DB_BACKENDS, indirect=True)
+def test_withdrawal_erases_the_copies_in_every_project_and_cohort(db_url: str, site: Site) -> None:
     for project in ("lung", "onco"):
         create_project(site.archive, project, key=KEY)
         save_cohort(site.archive, project, "all-ct", {"Modality": "CT"})

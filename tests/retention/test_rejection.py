@@ -31,7 +31,7 @@ from imaging.index.removal import PendingDeletion
 from imaging.index.writer import Disposition
 from imaging.maintenance import fsck, reindex
 from imaging.retention.schedule import schedule_purge
-from tests.archive_fixtures import ARCHIVE_AE, CLIENT_AE, require_program, run
+from tests.archive_fixtures import ARCHIVE_AE, CLIENT_AE, DB_BACKENDS, require_program, run
 from tests.retention.conftest import Site, instance_count, references, rejection_note, study_files
 
 
@@ -168,7 +168,8 @@ def test_rejection_by_stow_of_a_whole_study_removes_the_study(site: Site, tmp_pa
     assert fsck(site.archive).clean
 
 
-def test_refusals_and_a_note_sent_twice(site: Site, tmp_path: Path) -> None:
+@pytest.mark.parametrize("db_url", DB_BACKENDS, indirect=True)
+def test_refusals_and_a_note_sent_twice(db_url: str, site: Site, tmp_path: Path) -> None:
     archive = site.archive
     files = study_files(tmp_path / "study", series=1, per_series=3)
     for f in files:

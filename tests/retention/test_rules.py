@@ -18,6 +18,7 @@ from imaging.maintenance import fsck
 from imaging.retention import rules
 from imaging.retention.schedule import APPLY
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
+from tests.archive_fixtures import DB_BACKENDS
 from tests.retention.conftest import Site, instance_count
 
 
@@ -51,7 +52,8 @@ def test_a_rule_needs_an_age_and_a_valid_name(site: Site) -> None:
         assert http.get("/api/retention/rules").status_code == 403
 
 
-def test_preview_then_run_by_age_and_modality(site: Site) -> None:
+@pytest.mark.parametrize("db_url", DB_BACKENDS, indirect=True)
+def test_preview_then_run_by_age_and_modality(db_url: str, site: Site) -> None:
     old_ct = _study(site, 1, "CT", 400)
     old_mr = _study(site, 2, "MR", 400)
     new_ct = _study(site, 3, "CT", 10)
