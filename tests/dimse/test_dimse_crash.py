@@ -119,9 +119,17 @@ def test_sigkill_mid_ingest_loses_nothing_acknowledged(tmp_path):
     )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "unindexed 0" in cli.stdout + cli.stderr
-    decisions = [line for line in restart_log.read_text().splitlines() if "recovery:" in line]
+    lines = restart_log.read_text().splitlines()
+    decisions = [line for line in lines if re.search(r"recovery: (adopted|removed|quarantined) object", line)]
     for line in decisions:  # each decision names the object by key (a hash) and nothing else
-        assert re.search(r"object clinical/[0-9a-f]{64}", line), line
+        assert re.search(r"object clinical/[0-9a-f]{64},", line), line
+    summary = [line for line in lines if "recovery after an unclean stop" in line]
+    if decisions:  # the kill landed between a publish and its index commit: adopted, and said so
+        counts = [
+            int(n)
+            for n in re.findall(r"(\d+) objects adopted, (\d+) removed, (\d+) quarantined", summary[0])[0]
+        ]
+        assert sum(counts) == len(decisions), summary
     for log in (server_log, restart_log):  # no PHI (patient names / IDs) in the server log
         assert "SYNTH000" not in log.read_text() and "SYN00000" not in log.read_text()
 
