@@ -21,13 +21,18 @@ import triage.api
 import triage.cli
 import triage.worker
 from imaging.archive import Archive
-from imaging.events import PatientOptedOut, subscribe
+from imaging.events import ConsentWithdrawn, InstancesRemoved, PatientOptedOut, subscribe
 from imaging.jobs.runner import JobRunner
 from imaging.research import api as research_api
 from imaging.research import cli as research_cli
+from imaging.retention import api as retention_api
+from imaging.retention import cli as retention_cli
+from imaging.retention import erasure as retention_erasure
+from imaging.retention import jobs as retention_jobs
+from imaging.retention import schedule as retention_schedule
 from imaging.sharing import api as sharing_api
 from imaging.sharing import cli as sharing_cli
-from imaging.sharing import delivery, outbox
+from imaging.sharing import delivery, erasure, outbox
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,26 @@ FEATURES: tuple[Feature, ...] = (
         routers=research_api.routers,
     ),
     Feature(
+        "retention",
+        register_jobs=retention_jobs.register,
+        subscriptions=(
+            (InstancesRemoved, retention_schedule.on_instances_removed),
+            (ConsentWithdrawn, retention_erasure.on_consent_withdrawn),
+        ),
+        commands=(
+            ("delete", retention_cli.delete_app, "Delete a study, series or instance (audited)."),
+            ("retention", retention_cli.retention_app, "Retention rules, previews, pending deletions."),
+        ),
+        routers=retention_api.routers,
+    ),
+    Feature(
         "sharing",
         register_jobs=delivery.register,
-        subscriptions=((PatientOptedOut, outbox.on_patient_opted_out),),
+        subscriptions=(
+            (PatientOptedOut, outbox.on_patient_opted_out),
+            (InstancesRemoved, outbox.on_instances_removed),
+            (ConsentWithdrawn, erasure.on_consent_withdrawn),
+        ),
         commands=(
             ("share", sharing_cli.share_app, "Cross-site sharing: peers, policies, the outbox, links."),
         ),

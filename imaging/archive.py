@@ -11,6 +11,7 @@ from sqlalchemy import text
 from imaging.config import Settings
 from imaging.index.db import Database
 from imaging.ingest import Ingestor, Receiver
+from imaging.ingest.recovery import RunMarkers, recover
 from imaging.storage import InstanceStore, open_store
 
 
@@ -24,20 +25,30 @@ class Archive:
     # Series currently receiving on an open association: not stable yet, whatever the clock says. Keyed by
     # id(association) in this process, (pid, id) for associations of extra gateway processes (dimse/processes).
     receiving: dict[Hashable, set[tuple[str, str]]] = field(default_factory=dict)
+    markers: RunMarkers | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, maintenance: bool = True) -> Archive:
-        """`maintenance=False` (an extra gateway process beside a running server) skips the migration and
-        the sweep of temporary files, which would remove the other processes' files being written."""
+        """`maintenance=False` (an extra gateway process beside a running server) skips the migration, the
+        sweep of temporary files, which would remove the other processes' files being written, and the
+        crash recovery (imaging.ingest.recovery), which runs only after a process died without closing."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_url)
         store = open_store(settings)
+        markers = RunMarkers(settings.data_dir)
         if maintenance:
             db.migrate()
             refresh_planner_statistics(db)
             store.sweep_temporary()
         ingestor = Ingestor(db, store, policy=settings.overwrite_policy)
-        return cls(settings, db, store, ingestor, Receiver(settings, db, ingestor))
+        if maintenance:
+            stale = markers.stale()
+            if stale:
+                recover(db, store, ingestor)
+                for path in stale:
+                    path.unlink(missing_ok=True)
+        markers.create()
+        return cls(settings, db, store, ingestor, Receiver(settings, db, ingestor), markers=markers)
 
     def receiving_series(self) -> set[tuple[str, str]]:
         """(partition, SeriesInstanceUID) of every series an open association is sending."""
@@ -46,6 +57,8 @@ class Archive:
     def close(self) -> None:
         self.ingestor.close()
         self.db.dispose()
+        if self.markers is not None:
+            self.markers.remove()
 
 
 def refresh_planner_statistics(db: Database) -> None:

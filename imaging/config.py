@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     share_max_attempts: int = Field(default=16, ge=1)  # per instance; then `failed` (retry by admin)
     share_retry_base_seconds: float = Field(default=5.0, gt=0)  # doubles per attempt, with jitter
     share_link_max_days: int = Field(default=90, ge=1)  # share links always expire, at most this late
+    # Data lifecycle (issue 14): rejection notes, deletion, retention, erasure, storage commitment.
+    # Days after an IOCM rejection before the rejected instances (hidden at once) are deleted, per
+    # document title code (CID 7011); a title not listed keeps them until an administrator deletes them.
+    rejection_delete_after_days: dict[str, float] = Field(
+        default_factory=lambda: {"113001": 30.0, "113037": 30.0, "113038": 30.0, "113039": 0.0}
+    )
+    # How often the purge job looks for objects whose deletion is due (while any wait).
+    retention_purge_interval_seconds: float = Field(default=300.0, gt=0)
+    # Retention rules are evaluated once a day, at this UTC hour.
+    retention_run_hour: int = Field(default=2, ge=0, le=23)
+    # Storage commitment: how long to keep trying to deliver an N-EVENT-REPORT on a new association.
+    commitment_report_attempts: int = Field(default=5, ge=1)
+    commitment_report_retry_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("ae_title")
     @classmethod

@@ -35,6 +35,30 @@ class PatientOptedOut:
     user: str
 
 
+@dataclass(frozen=True)
+class InstancesRemoved:
+    """Instances of one study left the index (deleted, rejected, purged by a retention rule, erased): no
+    feature may use or send them any more (the sharing outbox cancels their queued deliveries)."""
+
+    partition: str
+    StudyInstanceUID: str
+    SOPInstanceUIDs: tuple[str, ...]
+    reason: str
+    user: str
+
+
+@dataclass(frozen=True)
+class ConsentWithdrawn:
+    """A patient withdrew consent and asked for erasure (GDPR Art. 17), beyond an opt-out: the copies
+    already made for secondary use go too — de-identified copies in research projects and cohorts, and
+    what peers received. The clinical record itself stays (it is not a secondary-use copy)."""
+
+    PatientID: str
+    IssuerOfPatientID: str
+    user: str
+    request_pk: int  # imaging.consent.ErasureRequest: the durable record of the request and its outcome
+
+
 E = TypeVar("E")
 Handler = Callable[[Session, Any], None]
 _handlers: defaultdict[type, list[Handler]] = defaultdict(list)

@@ -1,5 +1,7 @@
 """Index ↔ storage maintenance: `reindex` rebuilds the index from storage (storage is the truth);
-`fsck` compares the two and verifies every object's SHA-256."""
+`fsck` compares the two and verifies every object's SHA-256. Objects awaiting deletion
+(imaging.index.removal) are neither indexed nor orphans: fsck counts them apart, reindex leaves them out,
+and IOCM rejection notes are applied again after the instances they reject."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from sqlalchemy.orm import Session
 from imaging.archive import Archive
 from imaging.config import OverwritePolicy
 from imaging.errors import ArchiveError
-from imaging.index.extract import parse
+from imaging.index.extract import ParsedInstance, parse
+from imaging.index.rejection import KEY_OBJECT_SELECTION, RejectionRefused, rejection_note
+from imaging.index.removal import pending_keys
 from imaging.index.schema import Instance, Patient, Series, Study
 from imaging.index.writer import record_instance
 from imaging.storage.base import StoredObject
@@ -54,6 +58,8 @@ def recompute_counts(session: Session) -> None:
 class ReindexReport:
     indexed: int = 0
     unreadable: list[str] = field(default_factory=list)  # object keys
+    rejected: int = 0  # objects of instances a rejection note rejected (left out; deleted on its rule)
+    pending: int = 0  # objects awaiting deletion (left out)
 
 
 def reindex(archive: Archive, *, progress: Callable[[], None] | None = None) -> ReindexReport:
@@ -61,24 +67,48 @@ def reindex(archive: Archive, *, progress: Callable[[], None] | None = None) -> 
     with archive.db.write() as session:
         for model in (Instance, Series, Study, Patient):
             session.execute(delete(model))
+        pending = pending_keys(session)
+    notes: list[tuple[str, ParsedInstance, int]] = []
     for key in sorted(archive.store.keys()):
+        if key in pending:
+            report.pending += 1
+            if progress:
+                progress()
+            continue
         data = archive.store.read(key)
-        partition = key.split("/", 1)[0]
         try:
             parsed = parse(data)
         except ArchiveError:
             report.unreadable.append(key)
         else:
-            stored = StoredObject(key, len(data), created=False)
-            archive.db.transaction(
-                lambda s, p=parsed, o=stored, part=partition: record_instance(  # type: ignore[misc]
-                    s, p, o, partition=part, policy=OverwritePolicy.OVERWRITE, source="reindex"
-                )
-            )
-            report.indexed += 1
+            if parsed.attributes["SOPClassUID"] == KEY_OBJECT_SELECTION and rejection_note(parsed.dataset):
+                notes.append((key, parsed, len(data)))  # after the instances they reject
+            else:
+                _record(archive, key, parsed, len(data), report)
         if progress:
             progress()
+    for key, parsed, size in notes:
+        _record(archive, key, parsed, size, report)
     return report
+
+
+def _record(archive: Archive, key: str, parsed: ParsedInstance, size: int, report: ReindexReport) -> None:
+    stored = StoredObject(key, size, created=False)
+    try:
+        archive.db.transaction(
+            lambda s: record_instance(
+                s,
+                parsed,
+                stored,
+                partition=key.split("/", 1)[0],
+                policy=OverwritePolicy.OVERWRITE,
+                source="reindex",
+            )
+        )
+    except RejectionRefused:
+        report.rejected += 1
+    else:
+        report.indexed += 1
 
 
 @dataclass
@@ -87,6 +117,7 @@ class FsckReport:
     missing: list[str] = field(default_factory=list)  # in the index, not in storage
     corrupt: list[str] = field(default_factory=list)  # checksum differs from the key
     unindexed: list[str] = field(default_factory=list)  # in storage, not in the index
+    pending: int = 0  # in storage, awaiting deletion (imaging.index.removal): neither indexed nor orphans
     repaired: int = 0
 
     @property
@@ -98,6 +129,7 @@ def fsck(archive: Archive, *, repair: bool = False, progress: Callable[[], None]
     report = FsckReport()
     with archive.db.read() as session:
         indexed = dict(session.execute(select(Instance.object_key, Instance.instance_pk)).all())
+        pending = pending_keys(session) - set(indexed)
     for key in indexed:
         report.checked += 1
         if not archive.store.exists(key):
@@ -111,7 +143,9 @@ def fsck(archive: Archive, *, repair: bool = False, progress: Callable[[], None]
                 report.corrupt.append(key)
         if progress:
             progress()
-    report.unindexed = sorted(set(archive.store.keys()) - set(indexed))
+    stored = set(archive.store.keys())
+    report.pending = len(stored & pending)
+    report.unindexed = sorted(stored - set(indexed) - pending)
     if repair and not report.clean:
         bad = report.missing + report.corrupt
         with archive.db.write() as session:

@@ -255,15 +255,29 @@ def dataset_bytes(data: bytes) -> bytes:
 
 
 @contextmanager
-def storescp(out_dir: Path, *, ae_title: str = "DEST", port: int | None = None) -> Iterator[int]:
-    """dcmtk storescp on 127.0.0.1: accepts every syntax, writes exactly the bytes received (+B)."""
+def storescp(
+    out_dir: Path, *, ae_title: str = "DEST", port: int | None = None, accept_all: bool = True
+) -> Iterator[int]:
+    """dcmtk storescp on 127.0.0.1: accepts every syntax (or, `accept_all=False`, its default: the
+    uncompressed ones only), writes exactly the bytes received (+B)."""
     import time
 
     program = require_program("/usr/bin/storescp")
     out_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     proc = subprocess.Popen(
-        [program, "-v", "-aet", ae_title, "+xa", "+B", "-dhl", "-od", str(out_dir), str(port)],
+        [
+            program,
+            "-v",
+            "-aet",
+            ae_title,
+            *(["+xa"] if accept_all else []),
+            "+B",
+            "-dhl",
+            "-od",
+            str(out_dir),
+            str(port),
+        ],
         stdout=(out_dir.parent / f"{out_dir.name}.storescp.log").open("w"),
         stderr=subprocess.STDOUT,
     )
@@ -281,7 +295,7 @@ def storescp(out_dir: Path, *, ae_title: str = "DEST", port: int | None = None) 
         proc.wait(10)
 
 
-def send_raw(port: int, files: list[Path], *, aet: str = CLIENT_AE) -> list[int]:
+def send_raw(port: int, files: list[Path], *, aet: str = CLIENT_AE, called: str = ARCHIVE_AE) -> list[int]:
     """C-STORE each file's data set bytes as they are in the file (pynetdicom chunked send: no decoding,
     no re-encoding), over one association; the request's SOP Class/Instance UIDs come from the file meta.
     Returns the status of each (-1 where no response came)."""
@@ -297,7 +311,7 @@ def send_raw(port: int, files: list[Path], *, aet: str = CLIENT_AE) -> list[int]
             meta = dcmread(f, stop_before_pixels=True, specific_tags=[]).file_meta
             pairs.append((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
         ae.requested_contexts = [build_context(c, [t]) for c, t in sorted(set(pairs))][:128]
-        assoc = ae.associate("127.0.0.1", port, ae_title=ARCHIVE_AE)
+        assoc = ae.associate("127.0.0.1", port, ae_title=called)
         assert assoc.is_established, "association refused"
         statuses = []
         try:

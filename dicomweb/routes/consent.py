@@ -1,4 +1,8 @@
-"""`/api/consent`: the opt-out registry (admin). Patient identifiers travel in bodies, never in URLs."""
+"""`/api/consent`: the opt-out registry and withdrawals with erasure (admin). Patient identifiers travel in
+bodies, never in URLs.
+
+`POST /api/consent/withdrawals` is the former name of `/opt-ins` (it revokes an opt-out and erases nothing);
+it stays for existing clients. A withdrawal of consent with erasure is `POST /api/consent/erasures`."""
 
 from __future__ import annotations
 
@@ -32,13 +36,37 @@ def post_opt_out(body: PatientIn, caller: Admin) -> dict[str, Any]:
     return {"recorded": new}
 
 
-@router.post("/withdrawals", summary="Withdraw an opt-out")
+@router.post("/opt-ins", summary="Revoke an opt-out (the patient consents again)")
+def post_opt_in(body: PatientIn, caller: Admin) -> dict[str, Any]:
+    with caller.archive.db.write() as session:
+        revoked = consent.revoke_opt_out(session, body.PatientID, body.IssuerOfPatientID, user=caller.user)
+    return {"revoked": revoked}
+
+
+@router.post("/withdrawals", summary="Former name of /opt-ins: revokes an opt-out", deprecated=True)
 def post_withdrawal(body: PatientIn, caller: Admin) -> dict[str, Any]:
     with caller.archive.db.write() as session:
-        withdrawn = consent.withdraw_opt_out(
-            session, body.PatientID, body.IssuerOfPatientID, user=caller.user
-        )
+        withdrawn = consent.revoke_opt_out(session, body.PatientID, body.IssuerOfPatientID, user=caller.user)
     return {"withdrawn": withdrawn}
+
+
+@router.post(
+    "/erasures",
+    status_code=202,
+    summary="Withdraw consent with erasure (GDPR Art. 17): opt out, erase project copies, ask peers to delete",
+)
+def post_erasure(body: PatientIn, caller: Admin) -> dict[str, Any]:
+    with caller.archive.db.write() as session:
+        request = consent.withdraw_consent(
+            session, body.PatientID, body.IssuerOfPatientID, source="api", user=caller.user
+        )
+        return {"id": request.request_pk, "status": "pending"}
+
+
+@router.get("/erasures/{request_id}", summary="An erasure request's steps and what each peer confirmed")
+def get_erasure(request_id: int, caller: Admin) -> dict[str, Any]:
+    with caller.archive.db.read() as session:
+        return consent.erasure_status(session, request_id)
 
 
 @router.post("/lookup", summary="Whether a patient opted out (identifiers in the body, not the URL)")

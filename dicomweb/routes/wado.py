@@ -34,6 +34,7 @@ from dicomweb.pixels import (
     transcode,
 )
 from imaging.errors import InvalidRequest, NotFound
+from imaging.index.access import record_access
 from imaging.index.extract import valid_uid
 from imaging.index.reads import select_instances
 from imaging.index.schema import Instance, Series, Study
@@ -140,6 +141,8 @@ def retrieve(request: Request, ctx: Context, study: str, series: str | None, sop
     check_uids(study=study, series=series, instance=sop)
     with ctx.archive.db.read() as session:
         rows = find_instances(session, ctx, study, series, sop)
+    if rows:
+        record_access(ctx.archive.db, ctx.partition, [study])  # retention rules on last access
     ranges = _accepts(request)
     plans = []
     for row in rows:
@@ -231,6 +234,7 @@ def metadata(request: Request, ctx: Context, study: str, series: str | None, sop
         rows = session.execute(_select_instances(columns, ctx, study, series, sop)).all()
     if not rows:
         raise _not_found(series, sop)
+    record_access(ctx.archive.db, ctx.partition, [study])  # a viewer opening a study reads its metadata
     series_root = f"{ctx.root}/studies/{study}/series/"
     body = json_array(
         instance_metadata(blob, f"{series_root}{se}/instances/{uid}/bulk") for blob, uid, se in rows

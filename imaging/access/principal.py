@@ -44,6 +44,8 @@ class Permission(StrEnum):
     MANAGE_SHARING = "sharing.manage"  # peers, policies, retries
     CONSENT = "consent"  # the consent registry
     AUDIT = "audit"  # the audit trail
+    DELETE = "delete"  # delete studies, series and instances (DICOMweb DELETE, REST, CLI)
+    RETENTION = "retention"  # retention rules, their previews and runs; pending deletions
 
 
 # Permissions checked against a partition: the principal must be allowed in that partition too.

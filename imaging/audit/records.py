@@ -25,6 +25,7 @@ class AuditEvent(StrEnum):
     INSTANCES_ACCESSED = "110103"  # DICOM Instances Accessed (incl. de-identification, publication)
     QUERY = "110112"  # Query
     EXPORT = "110106"  # Export
+    STUDY_DELETED = "110105"  # DICOM Study Deleted (deletion, rejection, retention, erasure)
     PATIENT_RECORD = "110110"  # Patient Record (e.g. a consent change)
     SECURITY_ALERT = "110113"  # Security Alert
 
@@ -35,6 +36,7 @@ EVENT_NAMES = {
     AuditEvent.INSTANCES_ACCESSED: "DICOM Instances Accessed",
     AuditEvent.QUERY: "Query",
     AuditEvent.EXPORT: "Export",
+    AuditEvent.STUDY_DELETED: "DICOM Study Deleted",
     AuditEvent.PATIENT_RECORD: "Patient Record",
     AuditEvent.SECURITY_ALERT: "Security Alert",
 }

@@ -42,7 +42,10 @@ def reindex(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     with progress() as bar:
         task = bar.add_task("reindexing", total=sum(1 for _ in archive.store.keys()))
         report = run_reindex(archive, progress=lambda: bar.advance(task))
-    console.print(f"indexed {report.indexed}, unreadable {len(report.unreadable)}")
+    console.print(
+        f"indexed {report.indexed}, unreadable {len(report.unreadable)}; left out: rejected {report.rejected}, "
+        f"awaiting deletion {report.pending}"
+    )
     raise typer.Exit(1 if report.unreadable else 0)
 
 
@@ -61,7 +64,8 @@ def fsck(
         report = run_fsck(archive, repair=repair, progress=lambda: bar.advance(task))
     console.print(
         f"checked {report.checked}: missing {len(report.missing)}, corrupt {len(report.corrupt)}, "
-        f"unindexed {len(report.unindexed)}, repaired {report.repaired}"
+        f"unindexed {len(report.unindexed)}, repaired {report.repaired}; "
+        f"awaiting deletion {report.pending}"
     )
     for key in (report.missing + report.corrupt + report.unindexed)[:20]:
         console.print(f"  {key}")

@@ -1,5 +1,14 @@
-"""Consent registry: patients who opted out of secondary use. An opted-out patient is never published to
-a research project nor shared, and an opt-out stops deliveries already queued (through PatientOptedOut).
+"""Consent registry: patients who opted out of secondary use, and withdrawals with erasure.
+
+* An opt-out (`opt_out`) stops future use: the patient is never published to a research project nor shared
+  again, and deliveries already queued stop (through PatientOptedOut). Copies already made stay.
+* A withdrawal with erasure (`withdraw_consent`, GDPR Art. 17) is an opt-out and more: the copies already
+  made for secondary use go too. It records an ErasureRequest and publishes ConsentWithdrawn, on which the
+  features act (imaging.retention erases the de-identified copies in every project and cohort,
+  imaging.sharing asks every peer that received them to delete them); each records its steps and their
+  outcome as ErasureStep rows of the request. The clinical record is not a secondary-use copy and stays.
+* `revoke_opt_out` takes an opt-out back (the patient consents again). It was called `withdraw_opt_out`,
+  which read like a withdrawal of consent: the old name remains as an alias.
 
 Patients are keyed by (PatientID, IssuerOfPatientID) of the clinical partition; the registry lives in the
 index beside the clinical data it governs."""
@@ -11,11 +20,12 @@ import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import Integer, String, UniqueConstraint, delete, select
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from imaging import audit
-from imaging.events import PatientOptedOut, publish
+from imaging.errors import NotFound
+from imaging.events import ConsentWithdrawn, PatientOptedOut, publish
 from imaging.orm import Base, utcnow
 
 
@@ -27,6 +37,93 @@ class ConsentOptOut(Base):
     source: Mapped[str] = mapped_column(String(64), default="")  # api | cli | csv:<file name>
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     __table_args__ = (UniqueConstraint("PatientID", "IssuerOfPatientID", name="uq_consent_patient"),)
+
+
+class ErasureRequest(Base):
+    """A withdrawal of consent with erasure: who asked, when; its steps say what each feature did."""
+
+    __tablename__ = "erasure_request"
+    request_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    PatientID: Mapped[str] = mapped_column(String(64))
+    IssuerOfPatientID: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(64), default="")  # api | cli
+    requested_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ErasureStep(Base):
+    """One step of an erasure, recorded by the feature that does it: `projects` (local de-identified
+    copies), `peer:<name>` (what a peer received). Status: pending | done | failed."""
+
+    __tablename__ = "erasure_step"
+    step_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_pk: Mapped[int] = mapped_column(Integer, index=True)
+    step: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("request_pk", "step", name="uq_erasure_step"),)
+
+
+def record_step(session: Session, request_pk: int, step: str, status: str, detail: str = "") -> None:
+    """Create or update one step of an erasure request."""
+    row = session.scalar(
+        select(ErasureStep).where(ErasureStep.request_pk == request_pk, ErasureStep.step == step)
+    )
+    if row is None:
+        row = ErasureStep(request_pk=request_pk, step=step[:80])
+        session.add(row)
+    row.status, row.detail, row.updated_at = status, detail[:4000], utcnow()
+    session.flush()
+
+
+def erasure_status(session: Session, request_pk: int) -> dict[str, object]:
+    """The request and its steps (no patient identifier: the request is named by its number)."""
+    request = session.get(ErasureRequest, request_pk)
+    if request is None:
+        raise NotFound("no such erasure request")
+    steps = session.scalars(
+        select(ErasureStep).where(ErasureStep.request_pk == request_pk).order_by(ErasureStep.step_pk)
+    ).all()
+    done = bool(steps) and all(step.status == "done" for step in steps)
+    failed = any(step.status == "failed" for step in steps)
+    return {
+        "id": request.request_pk,
+        "requested_at": request.created_at.isoformat() + "Z",
+        "status": "failed" if failed else "done" if done else "pending",
+        "steps": [
+            {
+                "step": s.step,
+                "status": s.status,
+                "detail": s.detail,
+                "updated_at": s.updated_at.isoformat() + "Z",
+            }
+            for s in steps
+        ],
+    }
+
+
+def withdraw_consent(
+    session: Session, patient_id: str, issuer: str = "", *, source: str = "api", user: str = "system"
+) -> ErasureRequest:
+    """A withdrawal of consent with erasure (GDPR Art. 17): an opt-out (no future use) plus the erasure of
+    the copies already made, which the features carry out on ConsentWithdrawn. Audited; returns the
+    request, whose steps record the outcome."""
+    opt_out(session, patient_id, issuer, source=source, user=user)
+    request = ErasureRequest(PatientID=patient_id, IssuerOfPatientID=issuer, source=source, requested_by=user)
+    session.add(request)
+    session.flush()
+    audit.record(
+        session,
+        audit.AuditEvent.PATIENT_RECORD,
+        user=user,
+        action="D",
+        source=source,
+        patient_ref=f"erasure:{request.request_pk}",
+        detail="consent withdrawn with erasure (GDPR Art. 17): secondary-use copies to be erased",
+    )
+    publish(session, ConsentWithdrawn(patient_id, issuer, user, request.request_pk))
+    return request
 
 
 def opt_out(
@@ -44,7 +141,8 @@ def opt_out(
     return new
 
 
-def withdraw_opt_out(session: Session, patient_id: str, issuer: str = "", *, user: str = "system") -> bool:
+def revoke_opt_out(session: Session, patient_id: str, issuer: str = "", *, user: str = "system") -> bool:
+    """Take an opt-out back: the patient consents to secondary use again (nothing erased is restored)."""
     row = session.scalar(
         select(ConsentOptOut).where(
             ConsentOptOut.PatientID == patient_id, ConsentOptOut.IssuerOfPatientID == issuer
@@ -52,9 +150,12 @@ def withdraw_opt_out(session: Session, patient_id: str, issuer: str = "", *, use
     )
     if row is None:
         return False
-    _audit(session, row, user, "opt-out withdrawn")
+    _audit(session, row, user, "opt-out revoked (consent given again)")
     session.execute(delete(ConsentOptOut).where(ConsentOptOut.optout_pk == row.optout_pk))
     return True
+
+
+withdraw_opt_out = revoke_opt_out  # the former, ambiguous name (it never erased anything)
 
 
 def _audit(session: Session, row: ConsentOptOut, user: str, what: str) -> None:

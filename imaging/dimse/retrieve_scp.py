@@ -1,21 +1,29 @@
-"""C-MOVE and C-GET SCP: stored objects go back byte for byte as stored, to a destination AE named in
-configuration (C-MOVE) or over the same association (C-GET).
+"""C-MOVE and C-GET SCP: stored objects go back to a destination AE named in configuration (C-MOVE) or over
+the same association (C-GET), byte for byte as stored when the peer accepted the stored transfer syntax.
 
 Decoding and re-encoding with pydicom would not give back the bytes received (group lengths dropped,
 trailing padding, deflate stream, lengths of undefined-length items), so a sub-operation whose stored syntax
-the peer accepted sends the stored file as it is (see Spool). Only when the peer accepted another syntax is
-the object decoded, and pynetdicom encodes it in the accepted one."""
+the peer accepted sends the stored file as it is (see Spool). Otherwise the object is transcoded to the best
+syntax the peer accepted for its SOP class (imaging.dimse.transcode: decompressed, byte order converted, or
+compressed losslessly) and that file is sent. Each file goes out in exactly its own syntax (pynetdicom's
+chunked send matches the context exactly), so pynetdicom never converts behind our back.
+
+A sub-operation fails only when no accepted syntax can carry its object (or the object cannot be read): it
+is counted as failed, with its SOP Instance UID in the Failed SOP Instance UID List of the final response
+(Warning 0xB000, or 0xA702 when every sub-operation failed), and the others go on.
+
+A C-MOVE proposes to its destination every SOP class with the uncompressed syntaxes plus each stored syntax
+(imaging.dimse.contexts.scu_contexts), so that the destination can pick."""
 
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import build_context, evt
@@ -26,6 +34,9 @@ from imaging.archive import Archive
 from imaging.dimse.contexts import called_ae_title, scu_contexts
 from imaging.dimse.find_scp import levels_for
 from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of
+from imaging.dimse.transcode import CannotTranscode, targets, transcode
+from imaging.errors import ArchiveError
+from imaging.index.access import record_access
 from imaging.index.attributes import Level
 from imaging.index.matching import InvalidMatchKey
 from imaging.index.query import Query, find
@@ -35,7 +46,16 @@ log = logging.getLogger(__name__)
 PENDING = 0xFF00
 CANCEL = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
+
+
+class Stored(NamedTuple):
+    """What the index says of one instance to retrieve."""
+
+    key: str
+    sop_class: str
+    sop_instance: str
+    syntax: str
+    has_pixels: bool
 
 
 class StoredInstance(Dataset):
@@ -53,14 +73,30 @@ class StoredInstance(Dataset):
         return ds
 
 
+class Uncarried(Dataset):
+    """A sub-operation that cannot be performed: no syntax the peer accepted can carry its object. Yielded
+    like any other so that pynetdicom counts it as failed and lists its SOP Instance UID; its send raises."""
+
+    @classmethod
+    def of(cls, stored: Stored, reason: str) -> Uncarried:
+        ds = cls()
+        ds.SOPClassUID = stored.sop_class
+        ds.SOPInstanceUID = stored.sop_instance
+        object.__setattr__(ds, "reason", reason)
+        return ds
+
+
 def send_stored(assoc: Any) -> None:
-    """Make this association's C-STORE sub-operations send a StoredInstance's file exactly as stored:
+    """Make this association's C-STORE sub-operations send a StoredInstance's file exactly as it is:
     pynetdicom sends a file given by path without decoding it (its STORE_SEND_CHUNKED_DATASET mode, set by
     the gateway), but its retrieve service takes Datasets only. Bound per association (our C-GET
     associations at EVT_REQUESTED, C-MOVE sub-associations at EVT_ACCEPTED), never module-wide."""
     send_c_store = assoc.send_c_store
 
     def send(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(dataset, Uncarried):
+            # pynetdicom counts the sub-operation as failed and logs this message (no PHI in it).
+            raise ValueError(dataset.__dict__["reason"])
         if isinstance(dataset, StoredInstance):
             dataset = dataset.__dict__["spool_path"]
         return send_c_store(dataset, *args, **kwargs)
@@ -78,7 +114,7 @@ class Spool:
         self.folder = folder
         self.current: Path | None = None
 
-    def hold(self, chunks: Iterator[bytes]) -> Path:
+    def hold(self, chunks: Iterable[bytes]) -> Path:
         self.release()
         fd, name = tempfile.mkstemp(prefix="retrieve-", suffix=".dcm", dir=self.folder)
         self.current = path = Path(name)
@@ -99,31 +135,42 @@ class Spool:
 
 
 def _accepted(assoc: Any, sop_class: str) -> list[str]:
-    """Transfer syntaxes the peer accepted for sending `sop_class` to it (we are the SCU of the C-STOREs)."""
+    """Transfer syntaxes the peer accepted for sending `sop_class` to it (we are the SCU of the C-STOREs:
+    on a C-GET association, contexts where the requestor took the SCP role)."""
     return [
         str(cx.transfer_syntax[0])
         for cx in assoc.accepted_contexts
-        if str(cx.abstract_syntax) == sop_class and (cx.as_scu or assoc.is_acceptor)
+        if str(cx.abstract_syntax) == sop_class and cx.as_scu
     ]
 
 
-def _sub_operation(
-    archive: Archive, spool: Spool, instance: tuple[str, str, str, str], accepted: list[str]
-) -> Dataset:
-    """The stored object when the peer accepted the stored syntax; else the decoded data set, which
-    pynetdicom encodes in an accepted uncompressed syntax."""
-    key, sop_class, sop_instance, syntax = instance
-    if syntax in accepted or not accepted:
-        return StoredInstance.spooled(spool.hold(archive.store.stream(key)), sop_class, sop_instance, syntax)
-    with archive.store.open(key) as f:
-        ds = dcmread(f)
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress(generate_instance_uid=False)
-    return ds
+def _sub_operation(archive: Archive, spool: Spool, stored: Stored, accepted: list[str]) -> Dataset:
+    """The stored file when the peer accepted its syntax; else the object transcoded to the best syntax
+    the peer accepted; else an Uncarried (a failed sub-operation)."""
+    if stored.syntax in accepted:
+        return StoredInstance.spooled(
+            spool.hold(archive.store.stream(stored.key)), stored.sop_class, stored.sop_instance, stored.syntax
+        )
+    candidates = targets(stored.syntax, accepted, has_pixels=stored.has_pixels)
+    if not candidates:
+        return Uncarried.of(
+            stored, f"no accepted transfer syntax for {stored.sop_class} can carry the object"
+        )
+    data = archive.store.read(stored.key)
+    reasons = []
+    for target in candidates:
+        try:
+            encoded = transcode(data, target)
+        except CannotTranscode as exc:
+            reasons.append(str(exc))
+            continue
+        return StoredInstance.spooled(spool.hold([encoded]), stored.sop_class, stored.sop_instance, target)
+    log.warning("object %s: cannot transcode to any accepted syntax (%s)", stored.key, "; ".join(reasons))
+    return Uncarried.of(stored, "cannot transcode the object to any accepted transfer syntax")
 
 
-def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, str]]:
-    """(object key, SOP class, SOP instance, transfer syntax) of every instance the identifier selects."""
+def _instances(event: evt.Event, archive: Archive) -> list[Stored]:
+    """Every instance the identifier selects."""
     request = event.identifier
     level_of(request, levels_for(str(event.request.AffectedSOPClassUID)))
     matching, _ = keys_of(request)
@@ -135,16 +182,22 @@ def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, 
     if partition is None:
         raise BadIdentifier("called AE title serves no partition")
     with archive.db.read() as session:
-        return [
+        found = [
             (
-                m.instance.object_key,
-                m.instance.SOPClassUID,
-                m.instance.SOPInstanceUID,
-                m.instance.TransferSyntaxUID,
+                m.study.StudyInstanceUID,
+                Stored(
+                    m.instance.object_key,
+                    m.instance.SOPClassUID,
+                    m.instance.SOPInstanceUID,
+                    m.instance.TransferSyntaxUID,
+                    m.instance.Rows is not None or m.instance.pixel_offset is not None,
+                ),
             )
             for m in find(session, Query(level=Level.IMAGE, keys=matching, partition=partition))
             if m.instance is not None
         ]
+    record_access(archive.db, partition, {study for study, _ in found})  # retention rules on last access
+    return [stored for _, stored in found]
 
 
 def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
@@ -161,7 +214,6 @@ def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
         yield 1
         yield IDENTIFIER_MISMATCH, None
         return
-    pairs = {(sop_class, syntax) for _, sop_class, _, syntax in instances}
     sub_association: list[Any] = []  # pynetdicom opens it between our yields; we need its contexts
 
     def accepted(event: evt.Event) -> None:
@@ -171,7 +223,10 @@ def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
     yield (
         destination.host,
         destination.port,
-        {"contexts": scu_contexts(pairs), "evt_handlers": [(evt.EVT_ACCEPTED, accepted)]},
+        {
+            "contexts": scu_contexts((i.sop_class, i.syntax) for i in instances),
+            "evt_handlers": [(evt.EVT_ACCEPTED, accepted)],
+        },
     )
     yield from _send(event, archive, instances, lambda: sub_association[0])
 
@@ -189,22 +244,21 @@ def handle_get(event: evt.Event, archive: Archive) -> Iterator[Any]:
 def _send(
     event: evt.Event,
     archive: Archive,
-    instances: list[tuple[str, str, str, str]],
+    instances: list[Stored],
     association: Callable[[], Any],
 ) -> Iterator[Any]:
     yield len(instances)
     spool = Spool(archive.settings.data_dir / "spool")
     try:
-        for instance in instances:
+        for stored in instances:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             try:
-                item = _sub_operation(archive, spool, instance, _accepted(association(), instance[1]))
-            except Exception as exc:
-                log.error("stored object %s unreadable: %s", instance[0], type(exc).__name__)
-                yield UNABLE_TO_PROCESS, None
-                return
+                item = _sub_operation(archive, spool, stored, _accepted(association(), stored.sop_class))
+            except (ArchiveError, OSError) as exc:  # missing or unreadable object: this one fails, not all
+                log.error("stored object %s unreadable: %s", stored.key, type(exc).__name__)
+                item = Uncarried.of(stored, "the stored object cannot be read")
             yield PENDING, item
     finally:
         spool.release()

@@ -1,4 +1,5 @@
-"""The DICOM gateway: one pynetdicom AE serving C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET."""
+"""The DICOM gateway: one pynetdicom AE serving C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET and Storage
+Commitment (N-ACTION, imaging.dimse.commitment_scp)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
+from imaging.dimse.commitment_scp import CommitmentSCP
 from imaging.dimse.contexts import called_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
 from imaging.dimse.provider import GatewayDIMSEProvider
@@ -144,6 +146,7 @@ class Gateway:
             log.warning("DIMSE accepts any calling AE title: set allowed_calling_aets to restrict")
         self.ae = ae
         self.server: ThreadedAssociationServer | None = None
+        self.commitment = CommitmentSCP(archive)
 
     def handlers(self) -> list[Any]:
         a = [self.archive]
@@ -155,6 +158,7 @@ class Gateway:
             (evt.EVT_C_FIND, handle_find, a),
             (evt.EVT_C_MOVE, handle_move, a),
             (evt.EVT_C_GET, handle_get, a),
+            (evt.EVT_N_ACTION, self.commitment.handle_action),
             (evt.EVT_RELEASED, handle_released, r),
             (evt.EVT_ABORTED, handle_released, r),
             (evt.EVT_CONN_CLOSE, handle_released, r),

@@ -2,4 +2,5 @@
 keyword), attribute extraction from received bytes (`extract`, `json_model`, `attributes`), matching and
 queries for QIDO and C-FIND (`matching`, `query`), the write path (`writer`, `prepared`), the read API for
 "instances of a study/series" (`reads`), counts (`stats`), the database and its migrations (`db`,
-`migrations/`)."""
+`migrations/`); instances leaving the index and their pending deletions (`removal`), IOCM rejection notes
+(`rejection`), and when each study was last read (`access`)."""

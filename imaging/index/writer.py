@@ -15,6 +15,7 @@ from imaging.events import ChangeKind
 from imaging.index.attributes import INSTANCE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS
 from imaging.index.extract import ParsedInstance
 from imaging.index.prepared import Prepared
+from imaging.index.rejection import KEY_OBJECT_SELECTION, apply_rejection, refuse_rejected, rejection_note
 from imaging.index.schema import ChangeLog, Instance, Patient, Series, StorageEvent, Study, utcnow
 from imaging.storage.base import StoredObject
 
@@ -23,6 +24,9 @@ class Disposition(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # identical bytes already stored: success, nothing rewritten
     OVERWRITTEN = "overwritten"
+    REJECTION_NOTE = (
+        "rejection-note"  # an IOCM rejection note: its instances rejected (imaging.index.rejection)
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,16 @@ def record_instance(
     source: str = "",
 ) -> Recorded:
     a = parsed.attributes
+    if a["SOPClassUID"] == KEY_OBJECT_SELECTION and (note := rejection_note(parsed.dataset)) is not None:
+        if isinstance(db, Session):
+            apply_rejection(db, note, note_key=stored.key, partition=partition, user=source or "system")
+        else:
+            with Session(bind=db, join_transaction_mode="create_savepoint") as session:
+                apply_rejection(
+                    session, note, note_key=stored.key, partition=partition, user=source or "system"
+                )
+                session.commit()  # releases the savepoint; the caller's transaction commits it all
+        return Recorded(Disposition.REJECTION_NOTE)
     conn = db if isinstance(db, Connection) else db.connection()
     now = utcnow()
 
@@ -231,6 +245,7 @@ def record_instance(
         )
         kind = ChangeKind.INSTANCE_OVERWRITTEN
     else:
+        refuse_rejected(conn, partition, a["SOPInstanceUID"])  # IOCM: a rejected instance stays out
         _INSERT[_I.name].execute(conn, {"series_pk": series_pk, **_instance_values(parsed, stored, now)})
         _SERIES_TOUCH.execute(conn, {"p_series": series_pk, "p_now": now, "p_new": 1})
         new_classes = _multi_add(sop_classes, str(a["SOPClassUID"]))

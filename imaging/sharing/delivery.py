@@ -35,6 +35,9 @@ from imaging.events import ChangeKind
 from imaging.index.schema import ChangeLog, Job, Patient, utcnow
 from imaging.jobs.runner import JobKind, JobRunner
 from imaging.partition import CLINICAL
+from imaging.sharing.erasure import JOB_KIND as ERASE_KIND
+from imaging.sharing.erasure import PLAN_KIND as ERASE_PLAN_KIND
+from imaging.sharing.erasure import erase_group, plan_erasure
 from imaging.sharing.models import OutboxRow, OutboxStatus, Peer
 from imaging.sharing.outbox import JOB_KIND, cancel_for_patient, deidentifier
 from imaging.sharing.peers import PeerError, PeerUnavailable, client_for
@@ -326,6 +329,14 @@ def register(runner: JobRunner, archive: Archive) -> None:
                 deliver_group,
                 max_attempts=settings.share_max_attempts,
                 base_delay=settings.share_retry_base_seconds,
-            )
+            ),
+            ERASE_PLAN_KIND: JobKind(
+                plan_erasure, max_attempts=10, base_delay=settings.share_retry_base_seconds
+            ),
+            ERASE_KIND: JobKind(
+                erase_group,
+                max_attempts=settings.share_max_attempts,
+                base_delay=settings.share_retry_base_seconds,
+            ),
         },
     )

@@ -75,8 +75,9 @@ class OutboxStatus(StrEnum):
     SENT = "sent"  # the peer acknowledged it, not yet seen there
     VERIFIED = "verified"  # seen at the peer by a query after sending
     FAILED = "failed"  # gave up after share_max_attempts; `retry` re-arms it
-    CANCELLED = "cancelled"  # the patient opted out (or an admin cancelled)
+    CANCELLED = "cancelled"  # the patient opted out (or an admin cancelled), or the instance was deleted
     QUARANTINED = "quarantined"  # de-identification could not show it clean: never sent
+    ERASED = "erased"  # delivered, then deleted at the peer on a withdrawal of consent (peer confirmed)
 
 
 OPEN_STATUSES = (OutboxStatus.PENDING.value,)
@@ -94,6 +95,10 @@ class OutboxRow(Base):
     origin: Mapped[str] = mapped_column(String(128), default="")  # policy:<name> | manual:<user>
     partition: Mapped[str] = mapped_column(String(64), default=CLINICAL)
     patient_pk: Mapped[int] = mapped_column(Integer, index=True)
+    # The clinical patient, kept here too: an erasure must find what a peer received even after the
+    # clinical study itself was deleted (and its patient row with it).
+    PatientID: Mapped[str] = mapped_column(String(64), default="")
+    IssuerOfPatientID: Mapped[str] = mapped_column(String(64), default="")
     StudyInstanceUID: Mapped[str] = mapped_column(String(64))
     SeriesInstanceUID: Mapped[str] = mapped_column(String(64))
     SOPInstanceUID: Mapped[str] = mapped_column(String(64))
@@ -112,6 +117,35 @@ class OutboxRow(Base):
         UniqueConstraint("peer", "project", "partition", "SOPInstanceUID", name="uq_outbox_instance"),
         Index("ix_outbox_group", "peer", "project", "StudyInstanceUID", "status"),
         Index("ix_outbox_status", "status"),
+    )
+
+
+class ErasureStatus(StrEnum):
+    PENDING = "pending"  # the delete request is still to be made or confirmed
+    CONFIRMED = "confirmed"  # asked, and the peer no longer holds any of the instances
+    FAILED = "failed"  # gave up after share_max_attempts (an admin can retry)
+
+
+class PeerErasure(Base):
+    """One delete request to a peer on a withdrawal of consent: what the peer received of one study (as the
+    peer knows it: de-identified UIDs when it got a project's copy), and what the peer confirmed."""
+
+    __tablename__ = "sharing_erasure"
+    erasure_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_pk: Mapped[int] = mapped_column(Integer, index=True)  # imaging.consent.ErasureRequest
+    peer: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(64), default="")
+    peer_StudyInstanceUID: Mapped[str] = mapped_column(String(64))
+    instances: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # [peer series UID, peer SOP UID]
+    status: Mapped[str] = mapped_column(String(16), default=ErasureStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    remaining: Mapped[int] = mapped_column(Integer, default=0)  # instances still at the peer when last asked
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    __table_args__ = (
+        UniqueConstraint("request_pk", "peer", "project", "peer_StudyInstanceUID", name="uq_sharing_erasure"),
     )
 
 

@@ -22,7 +22,7 @@ from imaging.archive import Archive
 from imaging.consent import is_opted_out
 from imaging.deid import Deidentifier
 from imaging.errors import Conflict, InvalidRequest, NotFound
-from imaging.events import PatientOptedOut
+from imaging.events import InstancesRemoved, PatientOptedOut
 from imaging.index.schema import Instance, Patient, Series, Study, utcnow
 from imaging.index.schema import Job as JobRow
 from imaging.ingest.partitions import deidentifier_for, get_project
@@ -106,6 +106,8 @@ def enqueue_study(
                     origin=origin[:128],
                     partition=study.partition,
                     patient_pk=patient.patient_pk,
+                    PatientID=patient.PatientID,
+                    IssuerOfPatientID=patient.IssuerOfPatientID,
                     StudyInstanceUID=study.StudyInstanceUID,
                     SeriesInstanceUID=series_uid,
                     SOPInstanceUID=sop_uid,
@@ -241,6 +243,25 @@ def cancel_for_patient(
 def on_patient_opted_out(session: Session, event: PatientOptedOut) -> None:
     """Subscribed to consent at the composition root: an opt-out cancels the patient's queued deliveries."""
     cancel_for_patient(session, event.PatientID, event.IssuerOfPatientID, user=event.user)
+
+
+def on_instances_removed(session: Session, event: InstancesRemoved) -> None:
+    """Subscribed at the composition root: instances deleted, rejected or erased here are never sent."""
+    uids = list(event.SOPInstanceUIDs)
+    now = utcnow()
+    for start in range(0, len(uids), 500):
+        for row in session.scalars(
+            select(OutboxRow).where(
+                OutboxRow.partition == event.partition,
+                OutboxRow.SOPInstanceUID.in_(uids[start : start + 500]),
+                OutboxRow.status == OutboxStatus.PENDING,
+            )
+        ):
+            row.status, row.last_error, row.updated_at = (
+                OutboxStatus.CANCELLED.value,
+                f"removed here before delivery ({event.reason})"[:2000],
+                now,
+            )
 
 
 # ------------------------------------------------------------------------------------ status & retry

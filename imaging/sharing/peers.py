@@ -5,6 +5,13 @@
   answer counts as success).
 * `verify(study_uid, sop_uids)` asks the peer which of those instances it holds (QIDO-RS, C-FIND, Orthanc
   /tools/find): delivery is confirmed by looking, not by trusting the send's answer.
+* `delete(study_uid, instances)` asks the peer to delete instances it received ((series, SOP instance) UIDs
+  as the peer holds them), for an erasure: DICOMweb DELETE (dcm4chee-style, as our own archive serves it),
+  Orthanc REST DELETE, and for DIMSE — which has no delete — an IOCM rejection note sent by C-STORE, titled
+  (113039, DCM, "Data Retention Policy Expired"): the other titles would state something false about the
+  images (quality, patient safety, a wrong worklist entry) to the peer's clinical users, whereas a withdrawn
+  consent is exactly the end of the lawful basis for keeping them; IOCM archives delete on it. Erasure is
+  confirmed, as delivery is, by `verify` finding nothing.
 * Errors: `PeerUnavailable` (cannot reach it: connection refused, timeout, 502/503/504, association
   refused) and `PeerRejected` (it answered and refused the instance). Both are retried by the outbox.
 
@@ -40,6 +47,7 @@ from sqlalchemy.orm import Session
 from imaging import audit
 from imaging.archive import Archive
 from imaging.errors import ArchiveError, InvalidRequest, NotFound
+from imaging.index.rejection import KEY_OBJECT_SELECTION, Reference, RejectionTitle, make_rejection_note
 from imaging.sharing.models import Peer, PeerAuth, PeerKind
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,8 @@ class PeerClient(Protocol):
     def send(self, instance: bytes | Path) -> None: ...
 
     def verify(self, study_uid: str, sop_uids: Collection[str]) -> set[str]: ...
+
+    def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -175,6 +185,15 @@ class DicomwebPeer:
             offset += len(items)
         return present & set(sop_uids)
 
+    def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None:
+        for series_uid, sop_uid in sorted(instances):
+            url = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+            response = self._request("DELETE", url)
+            if response.status_code in (405, 501):
+                raise PeerRejected(f"{self.name}: the peer does not delete over DICOMweb")
+            if response.status_code not in (200, 202, 204, 404):  # 404: gone already
+                raise PeerRejected(f"{self.name}: DELETE HTTP {response.status_code}")
+
     def close(self) -> None:
         self.client.close()
 
@@ -252,8 +271,37 @@ class DimsePeer:
         return found
 
     def verify(self, study_uid: str, sop_uids: Collection[str]) -> set[str]:
+        return {str(ds.SOPInstanceUID) for ds in self._instances(study_uid)} & set(sop_uids)
+
+    def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None:
+        wanted = {sop for _, sop in instances}
+        held = [ds for ds in self._instances(study_uid) if str(ds.SOPInstanceUID) in wanted]
+        if not held:
+            return  # nothing of ours is there (any more)
+        references = [
+            Reference(study_uid, str(ds.SeriesInstanceUID), str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+            for ds in held
+        ]
+        note = make_rejection_note(
+            RejectionTitle.RETENTION_EXPIRED,
+            references,
+            patient_id=str(held[0].get("PatientID", "")),
+            patient_name=str(held[0].get("PatientName", "")),
+        )
+        assoc = self._associate([(KEY_OBJECT_SELECTION, list(UNCOMPRESSED))])
+        try:
+            status = assoc.send_c_store(note)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        code = int(status.Status) if status and "Status" in status else -1
+        if code != 0x0000 and code not in STORE_WARNINGS:
+            raise PeerRejected(f"{self.name}: rejection note refused, C-STORE status 0x{code & 0xFFFF:04X}")
+
+    def _instances(self, study_uid: str) -> list[Any]:
+        """C-FIND of the study's instances (SERIES then IMAGE level): their UIDs, SOP class and patient."""
         assoc = self._associate([(StudyRootQueryRetrieveInformationModelFind, list(UNCOMPRESSED))])
-        present: set[str] = set()
+        found: list[Any] = []
         try:
             query = Dataset()
             query.QueryRetrieveLevel = "SERIES"
@@ -267,14 +315,15 @@ class DimsePeer:
                 query.QueryRetrieveLevel = "IMAGE"
                 query.StudyInstanceUID = study_uid
                 query.SeriesInstanceUID = series_uid
-                query.SOPInstanceUID = ""
-                present.update(
-                    str(ds.SOPInstanceUID) for ds in self._find(assoc, query) if "SOPInstanceUID" in ds
-                )
+                query.SOPInstanceUID = query.SOPClassUID = query.PatientID = query.PatientName = ""
+                for ds in self._find(assoc, query):
+                    if "SOPInstanceUID" in ds:
+                        ds.SeriesInstanceUID = ds.get("SeriesInstanceUID") or series_uid
+                        found.append(ds)
         finally:
             if assoc.is_established:
                 assoc.release()
-        return present & set(sop_uids)
+        return found
 
     def close(self) -> None:
         pass
@@ -328,6 +377,21 @@ class OrthancPeer:
         )
         present = {str(item.get("MainDicomTags", {}).get("SOPInstanceUID", "")) for item in response.json()}
         return present & set(sop_uids)
+
+    def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None:
+        wanted = {sop for _, sop in instances}
+        response = self._call(
+            self.client.post,
+            "tools/find",
+            json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}, "Expand": True},
+        )
+        for item in response.json():
+            if str(item.get("MainDicomTags", {}).get("SOPInstanceUID", "")) in wanted:
+                try:
+                    self._call(self.client.delete, f"instances/{item['ID']}")
+                except PeerRejected as exc:
+                    if "HTTP 404" not in str(exc):  # gone meanwhile
+                        raise
 
     def close(self) -> None:
         self.client._http_session.close()
