@@ -38,6 +38,8 @@ def test_viewer_not_fetched_is_a_helpful_404(fresh) -> None:
     s = fresh()
     r = httpx.get(f"{s.server.url}/viewer")
     assert r.status_code == 404 and "imaging viewer fetch" in r.text
+    # Issue 12: the public page never shows the server's file paths.
+    assert str(s.archive.settings.data_dir) not in r.text and "/tmp" not in r.text
 
 
 def test_viewer_serving_rewrites_base_config_and_spa_fallback(fresh, tmp_path: Path) -> None:
@@ -45,14 +47,37 @@ def test_viewer_serving_rewrites_base_config_and_spa_fallback(fresh, tmp_path: P
     fake_dist(dist)
     s = fresh(viewer_dir=dist)
     base = f"{s.server.url}/viewer"
-    index = httpx.get(base + "/")
+    # Issue 12: no token in any URL. Without a session the viewer's pages send the browser to the login,
+    # which takes the token in a form body and answers with an HttpOnly session cookie.
+    first = httpx.get(base + "/viewer?StudyInstanceUIDs=1.2.3")
+    assert first.status_code == 302
+    assert first.headers["location"] == "/login?next=%2Fviewer%2Fviewer%3FStudyInstanceUIDs%3D1.2.3"
+    browser = httpx.Client(base_url=s.server.url, follow_redirects=False)
+    refused = browser.post("/login", data={"token": "not-a-token", "next": "/viewer/"})
+    assert refused.status_code == 401 and "imaging_session" not in refused.headers.get("set-cookie", "")
+    login = browser.post("/login", data={"token": s.tokens["admin"], "next": "https://evil.example/"})
+    assert login.status_code == 303 and login.headers["location"] == "/viewer/"  # never off-site
+    cookie = login.headers["set-cookie"]
+    assert "imaging_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+    index = browser.get(base + "/")
     assert index.status_code == 200
     assert 'window.PUBLIC_URL="/viewer/"' in index.text and 'src="/viewer/app-config.js"' in index.text
     assert index.headers["cross-origin-opener-policy"] == "same-origin"
     assert httpx.get(base + "/app.bundle.abc.js").text.count('"/viewer/"') == 1
     config = httpx.get(base + "/app-config.js").text
     assert "routerBasename: '/viewer'" in config and "'/dicomweb'" in config
-    assert httpx.get(base + "/viewer?StudyInstanceUIDs=1.2.3").text == index.text  # SPA route
+    assert "token" not in config.lower() and "URLSearchParams" not in config
+    assert browser.get(base + "/viewer?StudyInstanceUIDs=1.2.3").text == index.text  # SPA route
+    # The session cookie opens DICOMweb for the viewer (same origin)...
+    assert browser.get("/dicomweb/studies").status_code == 200
+    # ...but does not let another site's page change anything (CSRF): a POST needs this server's Origin.
+    stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+    foreign = browser.post("/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    own = browser.post("/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": s.server.url})
+    assert own.status_code == 400  # authenticated; the body itself is refused
+    assert browser.post("/logout").status_code == 303
+    assert browser.get("/dicomweb/studies").status_code == 401
     assert httpx.get(base + "/missing.js").status_code == 404
     assert httpx.get(base + "/../index.sqlite").status_code == 404
     assert httpx.get(base + "/app.bundle.css").text == "body{}"
