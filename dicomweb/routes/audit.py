@@ -28,7 +28,7 @@ def get_audit(
     patient_ref: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
-    after: Annotated[int, Query(ge=0, description="page: records after this id")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62, description="page: records after this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     format: Annotated[str, Query(pattern="^(json|jsonl|xml)$")] = "json",
 ) -> Any:
