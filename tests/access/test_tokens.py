@@ -130,7 +130,9 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "clinical" in refused.output
     refused = runner.invoke(app, ["token", "create", "--role", "researcher", "--project", "nope", *data])
     assert refused.exit_code == 1 and "no such research project" in refused.output
-    made = runner.invoke(app, ["token", "create", "--role", "ingest", "--expires", "30d", "--description", "PACS", *data])
+    made = runner.invoke(
+        app, ["token", "create", "--role", "ingest", "--expires", "30d", "--description", "PACS", *data]
+    )
     assert made.exit_code == 0, made.output
     token = made.stdout.strip().splitlines()[-1]
     forever = runner.invoke(app, ["token", "create", "--role", "admin", "--expires", "never", *data])
@@ -144,7 +146,10 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     assert rows[0]["expires_at"] and rows[1]["expires_at"] is None and token not in listed.stdout
     assert runner.invoke(app, ["token", "revoke", "1", *data]).exit_code == 0
     assert runner.invoke(app, ["token", "revoke", "7", *data]).exit_code == 1
-    active = [json.loads(line)["id"] for line in runner.invoke(app, ["token", "list", "--json", *data]).stdout.splitlines()]
+    active = [
+        json.loads(line)["id"]
+        for line in runner.invoke(app, ["token", "list", "--json", *data]).stdout.splitlines()
+    ]
     every = runner.invoke(app, ["token", "list", "--json", "--all", *data]).stdout.splitlines()
     assert active == [2] and len(every) == 2
     assert runner.invoke(app, ["token", "list", *data]).exit_code == 0  # the table
@@ -189,4 +194,7 @@ def test_researcher_token_naming_clinical_reaches_nothing_over_http(seeded: Seed
             headers=headers,
         )
         assert link.status_code in (401, 403), (project, link.text)
-        assert httpx.get(f"{seeded.server.root}/studies/{study}/metadata", headers=headers).status_code in (401, 403)
+        assert httpx.get(f"{seeded.server.root}/studies/{study}/metadata", headers=headers).status_code in (
+            401,
+            403,
+        )

@@ -72,7 +72,9 @@ def test_viewer_serving_rewrites_base_config_and_spa_fallback(fresh, tmp_path: P
     assert browser.get("/dicomweb/studies").status_code == 200
     # ...but does not let another site's page change anything (CSRF): a POST needs this server's Origin.
     stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
-    foreign = browser.post("/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": "https://evil.example"})
+    foreign = browser.post(
+        "/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": "https://evil.example"}
+    )
     assert foreign.status_code == 403
     own = browser.post("/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": s.server.url})
     assert own.status_code == 400  # authenticated; the body itself is refused
