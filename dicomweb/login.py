@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from imaging import audit
 from imaging.access.http import PUBLIC, SESSION_COOKIE, identity_provider, principal_of
 from imaging.access.principal import Principal
-from imaging.errors import ArchiveError, NotAuthenticated
+from imaging.errors import ArchiveError, InvalidRequest, NotAuthenticated, NotFound
 from imaging.web import audit_writer, client_address, public_root
 
 LOGIN = "/login"
@@ -121,12 +121,14 @@ def router() -> APIRouter:
     async def callback(request: Request, state: str = "", code: str = "", error: str = "") -> Response:
         provider = identity_provider(request)
         if provider is None:
-            raise NotAuthenticated("no OpenID Provider is configured")
-        if error or not code or not state:
+            raise NotFound("no OpenID Provider is configured")
+        if error:
             _audit_login(
                 request, None, audit.Outcome.MINOR_FAILURE, f"login refused by the provider: {error[:100]}"
             )
             raise NotAuthenticated("the OpenID Provider did not authenticate the user")
+        if not code or not state:
+            raise InvalidRequest("an authorization response needs code and state")
         try:
             access_token, principal, expires, next_path = await run_in_threadpool(
                 provider.complete_login, state[:200], code[:2000], public_root(request) + CALLBACK

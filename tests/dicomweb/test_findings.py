@@ -72,7 +72,7 @@ def test_existing_world_readable_index_is_tightened(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("days", ["1e308", "NaN", "Infinity", "-1", "0", "36501"])
 def test_share_link_expiry_out_of_range_is_400(seeded: Seeded, days: str) -> None:
-    body = '{"study_uids": ["%s"], "expires_in_days": %s}' % (seeded.studies["ct"], days)
+    body = f'{{"study_uids": ["{seeded.studies["ct"]}"], "expires_in_days": {days}}}'
     headers = {"Authorization": f"Bearer {seeded.tokens['admin']}", "Content-Type": "application/json"}
     r = httpx.post(f"{seeded.server.url}/api/share-links", content=body, headers=headers)
     assert r.status_code == 400, r.text
