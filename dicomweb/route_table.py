@@ -141,10 +141,10 @@ def markdown(app: FastAPI) -> str:
 
 def _app() -> FastAPI:
     # The composition root first: every feature's routers and tables (imports for this script only).
-    import imaging.app  # noqa: F401, PLC0415
-    from dicomweb.app import create_app  # noqa: PLC0415
-    from imaging.archive import Archive  # noqa: PLC0415
-    from imaging.config import load_settings  # noqa: PLC0415
+    import imaging.app  # noqa: F401
+    from dicomweb.app import create_app
+    from imaging.archive import Archive
+    from imaging.config import load_settings
 
     archive = Archive.open(load_settings(data_dir=Path(tempfile.mkdtemp(prefix="routes-")) / "data"))
     return create_app(archive)
