@@ -18,8 +18,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+import imaging.app  # noqa: F401  (the composition root: every feature's routers)
+from dicomweb.app import create_app
 from imaging.access.http import Public, Require
 from imaging.access.principal import PARTITION_SCOPED, ROLE_PERMISSIONS, Permission, Role
+from imaging.archive import Archive
+from imaging.config import load_settings
 
 DOCUMENTATION = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PUBLIC_MARK = "public"
@@ -140,12 +144,6 @@ def markdown(app: FastAPI) -> str:
 
 
 def _app() -> FastAPI:
-    # The composition root first: every feature's routers and tables (imports for this script only).
-    import imaging.app  # noqa: F401
-    from dicomweb.app import create_app
-    from imaging.archive import Archive
-    from imaging.config import load_settings
-
     archive = Archive.open(load_settings(data_dir=Path(tempfile.mkdtemp(prefix="routes-")) / "data"))
     return create_app(archive)
 

@@ -181,8 +181,13 @@ class OpenIDProvider:
         return claims
 
     def principal(self, token: str) -> tuple[Principal, float]:
-        """The principal an access token stands for, and its expiry (epoch seconds)."""
+        """The principal an access token stands for, and its expiry (epoch seconds). An ID token is not an
+        access token, even when its audience matches: it carries at_hash / c_hash (OIDC Core 3.1.3.6), or a
+        `typ` other than JWT / at+jwt (RFC 9068)."""
         claims = self.decode(token, audience=self.settings.oidc_audience)
+        typ = str(jwt.get_unverified_header(token).get("typ", "JWT")).lower()
+        if "at_hash" in claims or "c_hash" in claims or typ not in ("jwt", "at+jwt", "application/at+jwt"):
+            raise NotAuthenticated("an ID token is not an access token")
         return principal_from_claims(self.settings, claims), float(claims["exp"])
 
     def remembered(self, token: str) -> Principal | None:
