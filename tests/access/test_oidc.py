@@ -6,6 +6,8 @@ with PKCE through the archive, ending in a session cookie — no token in any UR
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import urllib.parse
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from imaging import audit
 from imaging.access.oidc import OpenIDProvider as ResourceServer
@@ -110,12 +113,9 @@ def test_tokens_that_must_be_refused(site: Seeded, provider: OpenIDProvider) -> 
     }
     # HS256 keyed with the provider's public key: what a resource server confusing algorithms would accept.
     public_pem = jwt.PyJWKClient(provider.discovery()["jwks_uri"]).get_signing_key(kid).key
-    from cryptography.hazmat.primitives import serialization
 
     pem = public_pem.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     header_hs = {"alg": "HS256", "kid": kid, "typ": "JWT"}
-    import hashlib
-    import hmac
 
     signing_input = _forge(header_hs, claims).rsplit(".", 1)[0]
     mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from imaging import audit
-from imaging.access.principal import Role, authorize
+from imaging.access.principal import Permission, Principal, Role, authorize
 from imaging.access.tokens import (
     MAX_DAYS,
     create_token,
@@ -41,7 +41,6 @@ def archive(tmp_path: Path):
 
 
 def test_researcher_never_reaches_the_clinical_partition() -> None:
-    from imaging.access.principal import Permission, Principal
 
     # Even a token that (from an older version, or a database edit) names the clinical partition.
     clinical = Principal("researcher", frozenset({"clinical"}), 1)
@@ -75,9 +74,7 @@ def test_creation_refuses_what_a_token_could_never_use(archive: Archive) -> None
 
 def test_a_project_created_later_does_not_open_to_an_older_token(archive: Archive) -> None:
     # What `create_token` now refuses, an older archive let through: a token naming a future project.
-    from tests.dicomweb.conftest import add_token as insert_token
-
-    early = insert_token(archive, "researcher", "lung")
+    early = add_token(archive, "researcher", "lung")
     with pytest.raises(NotAuthenticated):
         verify(archive.db, early)  # no such project: opens nothing
     create_project(archive, "lung")

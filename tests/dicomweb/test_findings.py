@@ -18,12 +18,15 @@ import uvicorn
 from typer.testing import CliRunner
 
 from dicomweb.app import create_app
+from imaging import audit
+from imaging.archive import Archive
 from imaging.cli import app as cli_app
 from imaging.cli.server import uvicorn_options
 from imaging.config import load_settings
 from imaging.sharing.links import create_link
 from tests.archive_fixtures import free_port
 from tests.dicomweb.conftest import Seeded
+from tests.dicomweb.test_research_api import _study
 from tests.infra.certificates import TestCA
 
 STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=b0undary'
@@ -59,7 +62,6 @@ def test_index_and_its_folder_are_private(seeded: Seeded) -> None:
 
 
 def test_existing_world_readable_index_is_tightened(tmp_path: Path) -> None:
-    from imaging.archive import Archive
 
     data = tmp_path / "data"
     Archive.open(load_settings(data_dir=data)).close()
@@ -142,7 +144,6 @@ def test_client_leaving_mid_stow_is_no_server_error(fresh, server_errors) -> Non
     spool = s.archive.settings.data_dir / "tmp"
     assert not spool.exists() or list(spool.iterdir()) == []
     s.server.flush_audit()
-    from imaging import audit
 
     with s.archive.db.read() as session:
         (stow,) = audit.query(session, event=audit.AuditEvent.INSTANCES_TRANSFERRED)
@@ -163,7 +164,6 @@ def test_share_links_do_not_wait_for_the_write_lock(fresh) -> None:
     """Every /shares/{token} request took the index's write lock, even for an unknown token. Now reads
     answer while a long write holds it (the access is audited through the queue, written later)."""
     s = fresh()
-    from tests.dicomweb.test_research_api import _study
 
     shared = _study(s.archive, 8)
     token, _ = create_link(s.archive, study_uids=[shared])
@@ -200,7 +200,6 @@ def test_dev_mode_binds_loopback_and_refuses_others(tmp_path: Path, caplog) -> N
         cli_app, ["serve", "--dev", "--http-host", "0.0.0.0", "--data-dir", str(tmp_path / "d")]
     )
     assert refused.exit_code == 1 and "refusing to bind 0.0.0.0" in refused.output
-    from imaging.archive import Archive
 
     archive = Archive.open(load_settings(data_dir=tmp_path / "d2", dev_mode=True))
     with caplog.at_level(logging.WARNING, logger="dicomweb.app"):
@@ -211,7 +210,6 @@ def test_dev_mode_binds_loopback_and_refuses_others(tmp_path: Path, caplog) -> N
 
 
 def test_https_listener(tmp_path: Path) -> None:
-    from imaging.archive import Archive
 
     ca = TestCA(tmp_path / "pki")
     cert = ca.issue("archive", server=True)
