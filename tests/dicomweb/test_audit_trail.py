@@ -51,7 +51,7 @@ def test_dicomweb_accesses_are_audited(fresh) -> None:
     metadata = by_detail["WADO-RS metadata"]
     assert (metadata.event_id, metadata.StudyInstanceUID, metadata.outcome) == ("110103", uid, "0")
     frames = [r for r in rows if r.detail.startswith("WADO-RS frames")]
-    assert [f.event_id for f in frames][0] == "110104"
+    assert {f.event_id for f in frames} == {"110104"} and 1 <= len(frames) <= 5  # coalesced
     assert all(r.access_point == "127.0.0.1" and r.partition == "clinical" for r in rows)
     missing = [r for r in rows if r.StudyInstanceUID == "1.2.3.4"]
     assert [m.outcome for m in missing] == ["4"]  # a 404 is a minor failure
