@@ -54,4 +54,7 @@ def get_audit(
 def _naive(value: dt.datetime | None) -> dt.datetime | None:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:  # 9999-12-31T23:59-14:00 is no UTC date (found by tests/fuzz/http)
+        raise InvalidRequest("time out of range") from None
