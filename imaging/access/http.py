@@ -40,7 +40,6 @@ from imaging.web import audit_writer, client_address, get_archive, public_root
 SESSION_COOKIE = "imaging_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FAILURE_AUDIT_INTERVAL = 60.0
-_failures_audited: dict[str, float] = {}
 
 
 def bearer_token(request: Request) -> str | None:
@@ -108,13 +107,17 @@ async def authenticate(request: Request) -> Principal:
 
 
 def _audit_failure(request: Request, reason: str) -> None:
+    # Per application: client address -> when its last refused credential was recorded.
+    recorded: dict[str, float] | None = getattr(request.app.state, "auth_failures", None)
+    if recorded is None:
+        recorded = request.app.state.auth_failures = {}
     address = client_address(request)
     now = time.monotonic()
-    if now - _failures_audited.get(address, -_FAILURE_AUDIT_INTERVAL) < _FAILURE_AUDIT_INTERVAL:
+    if now - recorded.get(address, -_FAILURE_AUDIT_INTERVAL) < _FAILURE_AUDIT_INTERVAL:
         return
-    if len(_failures_audited) > 10000:
-        _failures_audited.clear()
-    _failures_audited[address] = now
+    if len(recorded) > 10000:
+        recorded.clear()
+    recorded[address] = now
     audit_writer(request).submit(
         audit.AuditEvent.USER_AUTHENTICATION,
         user="unknown",
