@@ -24,9 +24,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from imaging import audit
-from imaging.access.http import PUBLIC, SESSION_COOKIE, identity_provider, principal_of
+from imaging.access.http import PUBLIC, SESSION_COOKIE, identity_provider, own_origin, principal_of
 from imaging.access.principal import Principal
-from imaging.errors import ArchiveError, InvalidRequest, NotAuthenticated, NotFound
+from imaging.errors import ArchiveError, InvalidRequest, NotAuthenticated, NotAuthorized, NotFound
 from imaging.web import audit_writer, client_address, public_root
 
 LOGIN = "/login"
@@ -106,6 +106,10 @@ def router() -> APIRouter:
         next: Annotated[str, Form(max_length=2000)] = DEFAULT_NEXT,
     ) -> Response:
         next_path = safe_next(next)
+        origin = request.headers.get("origin")
+        if origin is not None and origin.rstrip("/") != own_origin(request):
+            # Another site's page must not sign the browser in (login CSRF: into the attacker's account).
+            raise NotAuthorized("sign in from this server's own login page")
         try:
             principal = await principal_of(request, token.strip())
         except ArchiveError as refused:

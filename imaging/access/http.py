@@ -76,13 +76,17 @@ async def principal_of(request: Request, token: str) -> Principal:
     return principal if principal is not None else await run_in_threadpool(verify, archive.db, token)
 
 
+def own_origin(request: Request) -> str:
+    """This server's origin (scheme://host[:port]) as its clients reach it."""
+    scheme, _, rest = public_root(request).partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
 def _check_same_origin(request: Request) -> None:
     """A cookie-authenticated request that changes something must come from this server's own pages."""
     if request.method in SAFE_METHODS:
         return
-    scheme, _, rest = public_root(request).partition("://")
-    own_origin = f"{scheme}://{rest.split('/', 1)[0]}"
-    if request.headers.get("origin", "").rstrip("/") != own_origin:
+    if request.headers.get("origin", "").rstrip("/") != own_origin(request):
         raise NotAuthorized("a request with the session cookie must come from this server's pages")
 
 

@@ -53,6 +53,10 @@ def test_viewer_serving_rewrites_base_config_and_spa_fallback(fresh, tmp_path: P
     assert first.status_code == 302
     assert first.headers["location"] == "/login?next=%2Fviewer%2Fviewer%3FStudyInstanceUIDs%3D1.2.3"
     browser = httpx.Client(base_url=s.server.url, follow_redirects=False)
+    cross_site = browser.post(
+        "/login", data={"token": s.tokens["admin"]}, headers={"Origin": "https://evil.example"}
+    )
+    assert cross_site.status_code == 403  # another site cannot sign the browser in
     refused = browser.post("/login", data={"token": "not-a-token", "next": "/viewer/"})
     assert refused.status_code == 401 and "imaging_session" not in refused.headers.get("set-cookie", "")
     login = browser.post("/login", data={"token": s.tokens["admin"], "next": "https://evil.example/"})
