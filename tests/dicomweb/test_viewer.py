@@ -110,7 +110,7 @@ def test_fetch_viewer_unpacks_dist_only(tmp_path: Path) -> None:
 E2E_SCRIPT = r"""
 const { chromium } = require('playwright-core');
 (async () => {
-  const [base, studyUID, out, profile] = process.argv.slice(2);
+  const [base, studyUID, out, profile, token] = process.argv.slice(2);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1280, height: 900 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -121,9 +121,14 @@ const { chromium } = require('playwright-core');
   page.on('console', m => log.push(`console ${m.type()}: ${m.text()}`));
   page.on('requestfailed', r => log.push(`failed: ${r.url()}`));
   page.on('response', r => { if (r.status() >= 400) log.push(`HTTP ${r.status()}: ${r.url()}`); });
-  const result = { ok: false };
+  const result = { ok: false, urls: [] };
+  page.on('framenavigated', f => { if (f === page.mainFrame()) result.urls.push(f.url()); });
   try {
+    // Signed out, the viewer sends the browser to the login form; the token goes in its body only.
     await page.goto(base + '/viewer', { waitUntil: 'load', timeout: 120000 });
+    result.loginPage = page.url().startsWith(base + '/login');
+    await page.fill('input[name=token]', token);
+    await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('button[type=submit]')]);
     await page.waitForFunction(u => document.body.innerText.includes(u), 'SYNTH0042', { timeout: 120000 });
     result.studyList = true;
     await page.screenshot({ path: out + '/ohif-study-list.png' });
@@ -193,7 +198,7 @@ def test_ohif_end_to_end(fresh, tmp_path: Path) -> None:
     require_program("/usr/bin/chromium")
     cache = _prepare_cache()
     dist = fetch_viewer(tmp_path / "viewer", cache=cache / "tarballs")
-    s = fresh(dev_mode=True, viewer_dir=dist)
+    s = fresh(viewer_dir=dist)  # not dev mode: the viewer signs in, and calls DICOMweb with its cookie
     st = SyntheticStudy(patient=synthetic_patient(42), StudyDescription="CT E2E")
     for ds in ct_series(st, 20, rows=128, columns=128):
         s.archive.ingestor.ingest(encode(ds), source="test")
@@ -201,7 +206,15 @@ def test_ohif_end_to_end(fresh, tmp_path: Path) -> None:
     script = cache / "e2e.js"
     script.write_text(E2E_SCRIPT)
     proc = subprocess.run(
-        ["node", str(script), s.server.url, st.StudyInstanceUID, str(ARTIFACTS), str(tmp_path / "profile")],
+        [
+            "node",
+            str(script),
+            s.server.url,
+            st.StudyInstanceUID,
+            str(ARTIFACTS),
+            str(tmp_path / "profile"),
+            s.tokens["admin"],
+        ],
         capture_output=True,
         text=True,
         timeout=420,
@@ -211,5 +224,7 @@ def test_ohif_end_to_end(fresh, tmp_path: Path) -> None:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(lines[-1])
+    assert result.get("loginPage"), result
     assert result.get("studyList"), result
     assert result["ok"], result
+    assert not any(s.tokens["admin"] in url for url in result["urls"])  # never in a URL
