@@ -4,12 +4,17 @@ Service roots: `/dicomweb` (the clinical partition), `/projects/{project}/dicomw
 partition; the project name is the partition name) and `/shares/{token}/dicomweb` (a share link: read-only,
 its studies only). Beside them the REST resources of the archive (consent, audit) and of every feature, as
 the composition root (imaging.app) declares them; `/health` (no token), `/viewer` (OHIF, when fetched),
-`/docs` and `/openapi.json`.
+`/login` (browser login: OpenID Connect code flow with PKCE, or an API token in a form), `/docs` and
+`/openapi.json`.
 
 Every domain error (imaging.errors.ArchiveError) becomes its HTTP status here, in one handler.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,11 +22,16 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb import viewer
-from dicomweb.routes import audit, capabilities, consent, health, qido, rendered, stow, wado
+from dicomweb import login, viewer
+from dicomweb.auditing import AuditMiddleware
+from dicomweb.routes import audit, capabilities, consent, health, qido, rendered, stow, tokens, wado
 from imaging import app as composition
+from imaging.access.oidc import OpenIDProvider
 from imaging.archive import Archive
+from imaging.audit import AuditWriter
 from imaging.errors import ArchiveError
+
+log = logging.getLogger(__name__)
 
 CLINICAL_ROOT = "/dicomweb"
 PROJECT_ROOT = "/projects/{project}/dicomweb"
@@ -73,16 +83,35 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(archive: Archive) -> FastAPI:
     settings = archive.settings
+    if settings.dev_mode:
+        log.warning(
+            "DEVELOPMENT MODE: every HTTP request is treated as admin, without a token. "
+            "Never expose this server; never use it with real patient data."
+        )
+    audit_writer = AuditWriter(archive.db.write)
+    provider = OpenIDProvider(settings) if settings.oidc_issuer else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        audit_writer.close()
+        if provider is not None:
+            provider.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Imaging archive — DICOMweb",
         version="0.1.0",
         description=(
             "QIDO-RS, WADO-RS (instances, metadata, frames, bulk data, rendered, thumbnails) and STOW-RS "
-            "per DICOM PS3.18. Every route except /health needs `Authorization: Bearer <token>` "
-            "(tokens: `imaging token create`)."
+            "per DICOM PS3.18. Every route except /health and the login needs `Authorization: Bearer "
+            "<token>` (an API token from `imaging token create`, or an access token from the hospital's "
+            "OpenID Provider) or the session cookie of a browser login."
         ),
     )
     app.state.archive = archive
+    app.state.audit = audit_writer  # queued audit records of the hot paths (imaging.audit.writer)
+    app.state.oidc = provider
     app.add_exception_handler(ArchiveError, archive_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
 
@@ -92,8 +121,9 @@ def create_app(archive: Archive) -> FastAPI:
     # A share link is a read-only DICOMweb root over the studies it names (like a Kheops album token).
     for module in (qido, wado, rendered):
         app.include_router(module.router, prefix=SHARE_ROOT)
-    for module in (consent, audit, health):
+    for module in (consent, audit, health, tokens):
         app.include_router(module.router)
+    app.include_router(login.router())
     for router in composition.routers():
         app.include_router(router)
     app.include_router(viewer.router(settings))
@@ -107,5 +137,6 @@ def create_app(archive: Archive) -> FastAPI:
         allow_credentials=False,
         max_age=600,
     )
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(SecurityHeaders)
     return app

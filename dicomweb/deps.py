@@ -1,7 +1,10 @@
 """Per-request context of the DICOMweb routes: the archive, the partition the URL names, the service root for
-URLs in answers, and the caller, who holds the route's permission (imaging.access.http).
+URLs in answers, and the caller, who holds the route's permission (imaging.access.http). Every request that
+gets a context is noted for the audit trail (dicomweb.auditing).
 
-A share link (`/shares/{token}/dicomweb/...`) is its own credential: read-only, limited to its studies."""
+A share link (`/shares/{token}/dicomweb/...`) is its own credential: read-only, limited to its studies. It is
+resolved on a read transaction (an unknown token takes no lock at all), and its use is recorded through the
+audit writer's queue, so concurrent share-link readers are never serialised on the index's write lock."""
 
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from dicomweb import auditing
 from imaging.access import Permission, Principal
 from imaging.access.http import Require
+from imaging.access.principal import Via
 from imaging.archive import Archive
 from imaging.errors import NotAuthorized, NotFound
-from imaging.sharing.links import record_access, resolve
-from imaging.web import get_archive, public_root, service_root
+from imaging.sharing.links import ShareScope, resolve
+from imaging.web import client_address, get_archive, public_root, service_root
 
 
 @dataclass(frozen=True)
@@ -38,25 +43,23 @@ class Context:
         return f"{self.root}/studies/{study}/series/{series}/instances/{sop}"
 
 
-def _share_context(request: Request, token: str) -> Context:
+def _share_scope(archive: Archive, token: str) -> ShareScope | None:
+    with archive.db.read() as session:
+        return resolve(session, token)
+
+
+async def _share_context(request: Request, token: str) -> Context:
     archive = get_archive(request)
-    with archive.db.write() as session:
-        scope = resolve(session, token)
-        if scope is None:
-            raise NotFound("no such share link, or it expired or was revoked")
-        study = request.path_params.get("study")
-        if study is not None and not scope.allows(str(study)):
-            raise NotFound("no such study")
-        record_access(
-            session,
-            scope,
-            str(study or ""),
-            what=f"{request.method} {request.url.path.split('/dicomweb', 1)[-1]}",
-            client=request.client.host if request.client else "",
-            query=study is None or request.url.path.endswith(("/series", "/instances")),
-        )
+    scope = await run_in_threadpool(_share_scope, archive, token)
+    if scope is None:
+        raise NotFound("no such share link, or it expired or was revoked")
+    study = request.path_params.get("study")
+    if study is not None and not scope.allows(str(study)):
+        raise NotFound("no such study")
+    principal = Principal("share", via=Via.SHARE, subject=str(scope.link_pk))
+    auditing.note(request, user=principal.user, partition=scope.partition, address=client_address(request))
     root = f"{public_root(request)}/shares/{token}/dicomweb"
-    return Context(archive, scope.partition, root, Principal("share"), scope.study_uids)
+    return Context(archive, scope.partition, root, principal, scope.study_uids)
 
 
 class DicomwebAccess(Require):
@@ -68,8 +71,9 @@ class DicomwebAccess(Require):
         if token is not None:
             if self.permission is not Permission.READ:
                 raise NotAuthorized("share links are read-only")
-            return await run_in_threadpool(_share_context, request, str(token))
+            return await _share_context(request, str(token))
         caller = await super().__call__(request)
+        auditing.note(request, user=caller.user, partition=caller.partition, address=caller.address)
         return Context(
             caller.archive, caller.partition, service_root(request, caller.partition), caller.principal
         )

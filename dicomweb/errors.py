@@ -10,6 +10,12 @@ class NotAcceptable(ArchiveError):
     http_status = 406
 
 
+class RequestTimeout(ArchiveError):
+    """The client stopped sending its request body."""
+
+    http_status = 408
+
+
 class PayloadTooLarge(ArchiveError):
     http_status = 413
 

@@ -14,6 +14,7 @@ from typing import IO
 MAX_BOUNDARY = 70
 MAX_PART_HEADERS = 16 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
+MAX_PARTS = 100_000  # parts in one body: each costs a little memory, whatever its size
 
 
 class MultipartError(ValueError):
@@ -180,9 +181,9 @@ class MultipartParser:
     whatever the number and size of the parts."""
 
     def __init__(self, boundary: str, *, spool_dir: str | None = None) -> None:
-        if not 0 < len(boundary) <= MAX_BOUNDARY:
+        if not 0 < len(boundary) <= MAX_BOUNDARY or not boundary.isascii():
             raise MultipartError("invalid boundary")
-        self.dash_boundary = b"--" + boundary.encode("latin-1")
+        self.dash_boundary = b"--" + boundary.encode("ascii")
         self.delimiter = b"\r\n" + self.dash_boundary
         self.spool_dir = spool_dir
         self.parts: list[Part] = []
@@ -246,6 +247,8 @@ class MultipartParser:
                     return False
                 headers = _parse_headers(bytes(buf[:idx]))
                 del buf[: idx + 4]
+            if len(self.parts) >= MAX_PARTS:
+                raise MultipartError(f"more than {MAX_PARTS} parts")
             self._current = Part(headers, self.spool, offset=self._end)
             self.parts.append(self._current)
             self._state = "body"

@@ -3,8 +3,11 @@ settings, the index, the object store (behind its Protocol), the ingest path and
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -32,7 +35,7 @@ class Archive:
         """`maintenance=False` (an extra gateway process beside a running server) skips the migration, the
         sweep of temporary files, which would remove the other processes' files being written, and the
         crash recovery (imaging.ingest.recovery), which runs only after a process died without closing."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        restrict_data_dir(settings.data_dir)
         db = Database(settings.db_url)
         store = open_store(settings)
         markers = RunMarkers(settings.data_dir)
@@ -59,6 +62,15 @@ class Archive:
         self.db.dispose()
         if self.markers is not None:
             self.markers.remove()
+
+
+def restrict_data_dir(data_dir: Path) -> None:
+    """The data directory (index, objects, spool) is the archive's alone: 0700. An existing one owned by
+    this user is tightened; a shared, sticky folder (such as /tmp) is never touched."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = data_dir.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX:
+        data_dir.chmod(0o700)
 
 
 def refresh_planner_statistics(db: Database) -> None:

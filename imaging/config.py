@@ -5,11 +5,13 @@ Insecure defaults (open HTTP, any calling AE) are refused unless `dev_mode` is o
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,6 +114,36 @@ class Settings(BaseSettings):
     commitment_report_attempts: int = Field(default=5, ge=1)
     commitment_report_retry_seconds: float = Field(default=10.0, gt=0)
 
+    # --- Issue 12, HTTP side: HTTPS, proxies, hospital identity (OIDC), audit export --------------------
+    # HTTPS on the HTTP listener (PEM files); both empty: plain HTTP (behind a TLS-terminating proxy).
+    http_tls_certfile: Path | None = None
+    http_tls_keyfile: Path | None = None
+    # Reverse proxies (CIDRs) whose Forwarded / X-Forwarded-* headers are believed; others' are ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # STOW-RS: a body that sends nothing for this long is abandoned (408); seconds.
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # Dev mode binds HTTP to loopback; another address is refused unless this is set too.
+    dev_mode_allow_remote: bool = False
+    # OpenID Connect (imaging.access.oidc). Empty issuer: API tokens only.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""  # the `aud` access tokens must carry for this API
+    oidc_client_id: str = ""  # browser login (authorization code + PKCE) as a confidential client
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid profile email"
+    oidc_role_claim: str = "roles"  # dotted path, e.g. realm_access.roles
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)  # claim value -> role; empty: role names
+    oidc_project_claim: str = "projects"
+    oidc_project_map: dict[str, str] = Field(default_factory=dict)  # claim value -> project; empty: names
+    oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    oidc_jwks_refresh_seconds: float = Field(default=60.0, ge=0)  # at most one JWKS refetch per interval
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    # Audit export as RFC 5424 syslog: udp://host:514 (RFC 5426) or tls://host:6514 (RFC 5425); empty: none.
+    audit_syslog_url: str = ""
+    audit_syslog_ca_file: Path | None = None  # CA that signs the collector's certificate (tls://)
+    audit_syslog_client_certfile: Path | None = None  # client certificate, when the collector asks for one
+    audit_syslog_client_keyfile: Path | None = None
+    audit_source_id: str = "imaging-archive"  # AuditSourceIdentification/@AuditSourceID
+
     @field_validator("ae_title")
     @classmethod
     def _valid_ae(cls, v: str) -> str:
@@ -124,6 +156,17 @@ class Settings(BaseSettings):
     def _refuse_insecure(self) -> Settings:
         if not self.dev_mode and self.log_phi:
             raise ValueError("log_phi is only allowed with dev_mode")
+        if bool(self.http_tls_certfile) != bool(self.http_tls_keyfile):
+            raise ValueError("HTTPS needs both http_tls_certfile and http_tls_keyfile")
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("oidc_issuer needs oidc_audience (the aud this API's access tokens carry)")
+        for cidr in self.trusted_proxies:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad entry
+        for algorithm in self.oidc_algorithms:
+            if algorithm.upper().startswith("HS") or algorithm.lower() == "none":
+                raise ValueError("oidc_algorithms: asymmetric algorithms only (RS*, PS*, ES*)")
+        if self.audit_syslog_url and urlsplit(self.audit_syslog_url).scheme not in ("udp", "tls"):
+            raise ValueError("audit_syslog_url: udp://host:port or tls://host:port")
         return self
 
     @property
@@ -147,8 +190,32 @@ class Settings(BaseSettings):
             return self.dimse_processes
         return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_DIMSE_PROCESSES))
 
+    def http_bind_host(self) -> str:
+        """Where the HTTP listener binds. Dev mode (every request is admin, no token) binds loopback unless
+        http_host was set explicitly, and refuses any other address unless dev_mode_allow_remote is set."""
+        if not self.dev_mode or is_loopback(self.http_host):
+            return self.http_host
+        if "http_host" not in self.model_fields_set:
+            return "127.0.0.1"
+        if not self.dev_mode_allow_remote:
+            raise ValueError(
+                f"dev_mode opens HTTP to anyone without a token: refusing to bind {self.http_host}; "
+                "use 127.0.0.1 (or set dev_mode_allow_remote as well, knowingly)"
+            )
+        return self.http_host
+
     def remote_ae(self, ae_title: str) -> RemoteAE | None:
         return next((r for r in self.remote_aes if r.ae_title == ae_title.strip()), None)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -28,7 +28,7 @@ def get_audit(
     patient_ref: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
-    after: Annotated[int, Query(ge=0, description="page: records after this id")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62, description="page: records after this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     format: Annotated[str, Query(pattern="^(json|jsonl|xml)$")] = "json",
 ) -> Any:
@@ -54,4 +54,7 @@ def get_audit(
 def _naive(value: dt.datetime | None) -> dt.datetime | None:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:  # 9999-12-31T23:59-14:00 is no UTC date (found by tests/fuzz/http)
+        raise InvalidRequest("time out of range") from None

@@ -28,6 +28,10 @@ from imaging.index.schema import Instance, Series, Study
 router = APIRouter(tags=["Rendered"])
 THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 4096
+MAX_CROP = 1 << 20  # crop coordinates beyond this cannot name pixels of any image
+# The most pixels one rendered answer may hold (all its images together): a study rendered at full size, or
+# a crop blown up per instance, must not build gigabytes of images in memory.
+MAX_RENDERED_PIXELS = 64 * 1024 * 1024
 
 
 class RenderParams:
@@ -64,6 +68,11 @@ class RenderParams:
                 raise InvalidRequest("viewport must be vw,vh[,sx,sy,sw,sh]") from None
             if not (0 < vw <= MAX_VIEWPORT and 0 < vh <= MAX_VIEWPORT):
                 raise InvalidRequest(f"viewport sizes must be 1..{MAX_VIEWPORT}")
+            if crop is not None:
+                if not all(math.isfinite(c) and abs(c) <= MAX_CROP for c in crop):
+                    raise InvalidRequest(f"viewport crop values must be numbers within ±{MAX_CROP}")
+                if int(crop[2]) == 0 or int(crop[3]) == 0:
+                    raise InvalidRequest("viewport crop width and height must not be 0")
             self.viewport = (vw, vh, crop)  # type: ignore[assignment]
         elif thumbnail:
             self.viewport = (THUMBNAIL_SIZE, THUMBNAIL_SIZE, None)
@@ -145,10 +154,11 @@ def render_frame(ctx: Context, instance: Instance, number: int, params: RenderPa
     if params.viewport is not None:
         vw, vh, crop = params.viewport
         if crop is not None:
-            sx, sy, sw, sh = crop
-            left, right = sorted((sx, sx + sw))
-            top, bottom = sorted((sy, sy + sh))
-            image = image.crop((int(left), int(top), int(right), int(bottom)))
+            box = crop_box(crop, image.width, image.height)
+            if box is None:
+                raise InvalidRequest("the viewport crop lies outside the image")
+            sw, sh = crop[2], crop[3]
+            image = image.crop(box)
             if sw < 0:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             if sh < 0:
@@ -162,6 +172,32 @@ def render_frame(ctx: Context, instance: Instance, number: int, params: RenderPa
     else:
         image.save(buffer, format="JPEG", quality=params.quality)
     return buffer.getvalue()
+
+
+def crop_box(
+    crop: tuple[float, float, float, float], width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """The crop region (sx, sy, sw, sh; negative sizes flip) clipped to the image; None when empty."""
+    sx, sy, sw, sh = crop
+    left, right = sorted((sx, sx + sw))
+    top, bottom = sorted((sy, sy + sh))
+    box = (max(0, int(left)), max(0, int(top)), min(width, int(right)), min(height, int(bottom)))
+    return box if box[0] < box[2] and box[1] < box[3] else None
+
+
+def output_pixels(rows: int | None, columns: int | None, frames: int, params: RenderParams) -> int:
+    """An upper bound of the pixels the rendering of `frames` frames of an image holds."""
+    if params.viewport is not None:
+        return params.viewport[0] * params.viewport[1] * frames
+    return (rows or 0) * (columns or 0) * frames
+
+
+def check_budget(pixels: int) -> None:
+    if pixels > MAX_RENDERED_PIXELS:
+        raise InvalidRequest(
+            f"the rendered answer would hold more than {MAX_RENDERED_PIXELS} pixels: "
+            "ask for a smaller viewport, or for fewer images"
+        )
 
 
 def _image_response(data: list[bytes], media: str, force_multipart: bool = False) -> Response:
@@ -219,6 +255,7 @@ def _representative(ctx: Context, study: str, series: str | None) -> Instance:
 def rendered_instance(study: str, series: str, sop: str, request: Request, ctx: ReadContext) -> Response:
     params = RenderParams(request, thumbnail=False)
     row = _instance(ctx, study, series, sop)
+    check_budget(output_pixels(row.instance.Rows, row.instance.Columns, 1, params))
     return _image_response([render_frame(ctx, row.instance, 1, params)], params.media)
 
 
@@ -230,8 +267,9 @@ def rendered_frames(
 ) -> Response:
     params = RenderParams(request, thumbnail=False)
     row = _instance(ctx, study, series, sop)
-    numbers = parse_frame_list(frames, row.instance.NumberOfFrames or 1)
-    return _image_response([render_frame(ctx, row.instance, n, params) for n in numbers[:100]], params.media)
+    numbers = parse_frame_list(frames, row.instance.NumberOfFrames or 1)[:100]
+    check_budget(output_pixels(row.instance.Rows, row.instance.Columns, len(numbers), params))
+    return _image_response([render_frame(ctx, row.instance, n, params) for n in numbers], params.media)
 
 
 @router.get("/studies/{study}/series/{series}/rendered", summary="Rendered series (one part per image)")
@@ -242,9 +280,9 @@ def rendered_series(study: str, series: str, request: Request, ctx: ReadContext)
         rows = [r for r in find_instances(session, ctx, study, series) if r.instance.Rows]
     if not rows:
         raise NotFound("nothing to render")
-    return _image_response(
-        [render_frame(ctx, r.instance, 1, params) for r in rows[:1000]], params.media, True
-    )
+    rows = rows[:1000]
+    check_budget(sum(output_pixels(r.instance.Rows, r.instance.Columns, 1, params) for r in rows))
+    return _image_response([render_frame(ctx, r.instance, 1, params) for r in rows], params.media, True)
 
 
 @router.get("/studies/{study}/rendered", summary="Rendered study (one part per image)")
@@ -255,9 +293,9 @@ def rendered_study(study: str, request: Request, ctx: ReadContext) -> Response:
         rows = [r for r in find_instances(session, ctx, study) if r.instance.Rows]
     if not rows:
         raise NotFound("nothing to render")
-    return _image_response(
-        [render_frame(ctx, r.instance, 1, params) for r in rows[:1000]], params.media, True
-    )
+    rows = rows[:1000]
+    check_budget(sum(output_pixels(r.instance.Rows, r.instance.Columns, 1, params) for r in rows))
+    return _image_response([render_frame(ctx, r.instance, 1, params) for r in rows], params.media, True)
 
 
 @router.get("/studies/{study}/thumbnail", summary="Study thumbnail")

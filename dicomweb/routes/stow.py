@@ -2,13 +2,16 @@
 
 The body is parsed as it arrives and each part spooled to a temporary file (memory does not grow with the
 upload); only a complete, well-formed body is ingested, part by part, through the single ingest path.
-A body over `max_upload_bytes` is refused with 413, a malformed one with 400, before anything is stored.
+A body over `max_upload_bytes` is refused with 413, a malformed one with 400, one that stalls for
+`http_body_timeout` seconds with 408, before anything is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -17,11 +20,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydicom import dcmread
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from dicomweb import multipart
+from dicomweb import auditing, multipart
 from dicomweb.deps import Context, StoreContext
 from dicomweb.dicom_json import MEDIA_TYPE, dumps
-from dicomweb.errors import PayloadTooLarge, UnsupportedMediaType
+from dicomweb.errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from imaging.errors import ArchiveError, InvalidRequest
 from imaging.index.extract import valid_uid
 from imaging.ingest import Expected
@@ -38,6 +42,7 @@ WARNING_DOES_NOT_MATCH = 0xB007
 # Bytes of an oversized body read and discarded before answering 413, so that a client still sending
 # gets the answer instead of a reset connection.
 DRAIN_LIMIT = 8 * 1024 * 1024
+DRAIN_TIMEOUT = 5.0
 # Parts of one request ingested at once: their fsyncs overlap and their index writes share group commits
 # (the single ingest path's GroupCommitter), as concurrent C-STORE associations do.
 PART_CONCURRENCY = 4
@@ -78,10 +83,27 @@ def _request_body_type(request: Request) -> tuple[str, str | None]:
     return "multipart", boundary
 
 
+async def _chunks(request: Request, timeout: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; RequestTimeout when the client sends nothing for `timeout` seconds
+    (a client that declares 100 MB and stops must not hold a connection and a spool file for ever), and
+    InvalidRequest when it goes away mid-body (nothing is stored then)."""
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), timeout)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"no request body data for {timeout:g} seconds") from None
+        except ClientDisconnect:
+            raise InvalidRequest("the client disconnected before the body was complete") from None
+        yield chunk
+
+
 async def _drain(request: Request, already: int) -> None:
     read = already
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, DRAIN_TIMEOUT):
             read += len(chunk)
             if read > DRAIN_LIMIT:
                 break
@@ -120,7 +142,7 @@ async def _receive_parts(request: Request, ctx: Context) -> tuple[list[multipart
         parser = multipart.MultipartParser(boundary, spool_dir=str(spool_dir))
         spool = parser.spool
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, ctx.archive.settings.http_body_timeout):
             received += len(chunk)
             if received > limit:
                 await _drain(request, received)
@@ -263,6 +285,14 @@ async def store(request: Request, ctx: Context, study: str | None) -> Response:
             spool.close()
 
     outcomes = await run_in_threadpool(work)
+    stored = sum(1 for o in outcomes if o.failure is None)
+    studies = sorted({o.study for o in outcomes if o.failure is None})
+    auditing.add_detail(
+        request,
+        f"{stored} of {len(outcomes)} instances stored"
+        + (f" in studies {', '.join(studies[:20])}" if len(studies) > 1 else ""),
+        study_uid=studies[0] if len(studies) == 1 else "",
+    )
     return _response(ctx, outcomes, study)
 
 

@@ -1,10 +1,11 @@
 """Who is asking, and what each role may do where.
 
-Roles (API tokens and, later, identity-provider claims map onto these):
+Roles (API tokens, browser sessions and identity-provider claims all map onto these):
 * `admin`: everything, every partition;
 * `clinician`: read and store the clinical partition, the worklist, publication, sharing studies;
 * `ingest`: store only (clinical partition and project STOW roots), no read;
-* `researcher`: read their own project's partition and work with its cohorts, nothing else.
+* `researcher`: read their own projects' partitions and work with their cohorts, nothing else — never the
+  clinical partition, whatever else the credential says.
 
 A permission names an operation; `authorize` checks the role has it and, for partition-scoped permissions,
 that the partition is one the principal may touch. Every HTTP route declares the permission it needs
@@ -13,7 +14,7 @@ that the partition is one the principal may touch. Every HTTP route declares the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from imaging.errors import NotAuthorized
@@ -28,6 +29,9 @@ class Role(StrEnum):
 
 
 ROLES = tuple(r.value for r in Role)
+# When an identity carries several roles, the first of these it holds is the one it acts in (one role per
+# request keeps the partition rules simple: a clinician-researcher logs in as a clinician).
+ROLE_PRECEDENCE = (Role.ADMIN, Role.CLINICIAN, Role.RESEARCHER, Role.INGEST)
 
 
 class Permission(StrEnum):
@@ -46,6 +50,7 @@ class Permission(StrEnum):
     AUDIT = "audit"  # the audit trail
     DELETE = "delete"  # delete studies, series and instances (DICOMweb DELETE, REST, CLI)
     RETENTION = "retention"  # retention rules, their previews and runs; pending deletions
+    MANAGE_TOKENS = "tokens.manage"  # create, list and revoke API tokens
 
 
 # Permissions checked against a partition: the principal must be allowed in that partition too.
@@ -70,19 +75,39 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+class Via(StrEnum):
+    """How a principal authenticated (the audit trail's prefix for its user)."""
+
+    TOKEN = "token"  # an API token from the index
+    OIDC = "oidc"  # a JWT access token from the hospital's OpenID Provider
+    DEV = "dev"  # development mode: no credential at all
+    SHARE = "share-link"  # a share link (read-only, its studies only)
+
+
 @dataclass(frozen=True)
 class Principal:
     role: str
-    project: str = ""  # a researcher's project
-    token_pk: int | None = None  # None: development mode
+    projects: frozenset[str] = field(default_factory=frozenset)  # a researcher's projects
+    token_pk: int | None = None  # the API token's key (Via.TOKEN)
+    via: Via = Via.TOKEN
+    subject: str = ""  # the identity provider's `sub` (Via.OIDC), or a share link's key
+
+    @property
+    def project(self) -> str:
+        """The principal's only project ('' for none; the first in name order for several)."""
+        return min(self.projects, default="")
 
     @property
     def user(self) -> str:
         """How the audit trail names this principal (never a secret)."""
-        return f"token:{self.token_pk}:{self.role}" if self.token_pk is not None else f"dev:{self.role}"
+        if self.via is Via.TOKEN and self.token_pk is not None:
+            return f"token:{self.token_pk}:{self.role}"
+        if self.via in (Via.OIDC, Via.SHARE):
+            return f"{self.via.value}:{self.subject}"
+        return f"dev:{self.role}"
 
 
-DEV = Principal(Role.ADMIN)
+DEV = Principal(Role.ADMIN, via=Via.DEV)
 
 
 def may(principal: Principal, permission: Permission, partition: str | None = None) -> bool:
@@ -102,7 +127,7 @@ def authorize(principal: Principal, permission: Permission, partition: str | Non
     if permission not in ROLE_PERMISSIONS[role]:
         raise NotAuthorized(f"role {role} may not {permission}")
     if permission in PARTITION_SCOPED and partition is not None:
-        if role is Role.RESEARCHER and (partition == CLINICAL or partition != principal.project):
-            raise NotAuthorized("this token opens only its own research project")
+        if role is Role.RESEARCHER and (partition == CLINICAL or partition not in principal.projects):
+            raise NotAuthorized("a researcher opens only their own research projects")
         if role is Role.CLINICIAN and partition != CLINICAL:
             raise NotAuthorized("research projects are open to their researchers only")

@@ -1,44 +1,68 @@
-"""Audit records: one per access, query, de-identification, publication, export and transfer,
-after DICOM PS3.15 A.5 (IHE ATNA) event codes. Stored in the index; exportable as DICOM audit XML.
-Records name studies by UID and patients by pseudonym or internal key, never by name."""
+"""Audit records: one per access, query, de-identification, publication, export, transfer and login,
+after DICOM PS3.15 A.5 (IHE ATNA) event codes. Stored in the index (the trail itself, and the durable buffer
+of its export to a syslog collector); rendered as DICOM audit messages by imaging.audit.messages.
+Records name studies by UID and patients by pseudonym or internal key, never by name; a Query record keeps
+the query as sent (ATNA's ParticipantObjectQuery), so the trail is as sensitive as the index, and is never
+written to logs."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from imaging.orm import Base, utcnow
 
+AUDIT_SOURCE_ID = "imaging-archive"
+
 
 class AuditEvent(StrEnum):
     """EventID codes (DCM) of PS3.15 A.5.3."""
 
-    BEGIN_TRANSFERRING = "110100"  # Begin Transferring DICOM Instances
-    INSTANCES_TRANSFERRED = "110104"  # DICOM Instances Transferred
+    APPLICATION_ACTIVITY = "110100"  # Application Activity (start, stop)
+    AUDIT_LOG_USED = "110101"  # Audit Log Used
+    BEGIN_TRANSFERRING = "110102"  # Begin Transferring DICOM Instances
     INSTANCES_ACCESSED = "110103"  # DICOM Instances Accessed (incl. de-identification, publication)
-    QUERY = "110112"  # Query
+    INSTANCES_TRANSFERRED = "110104"  # DICOM Instances Transferred
+    STUDY_DELETED = "110105"  # DICOM Study Deleted
     EXPORT = "110106"  # Export
-    STUDY_DELETED = "110105"  # DICOM Study Deleted (deletion, rejection, retention, erasure)
+    IMPORT = "110107"  # Import
+    NETWORK_ENTRY = "110108"  # Network Entry
     PATIENT_RECORD = "110110"  # Patient Record (e.g. a consent change)
+    QUERY = "110112"  # Query
     SECURITY_ALERT = "110113"  # Security Alert
+    USER_AUTHENTICATION = "110114"  # User Authentication (login, logout; success or failure)
 
 
 EVENT_NAMES = {
+    AuditEvent.APPLICATION_ACTIVITY: "Application Activity",
+    AuditEvent.AUDIT_LOG_USED: "Audit Log Used",
     AuditEvent.BEGIN_TRANSFERRING: "Begin Transferring DICOM Instances",
-    AuditEvent.INSTANCES_TRANSFERRED: "DICOM Instances Transferred",
     AuditEvent.INSTANCES_ACCESSED: "DICOM Instances Accessed",
-    AuditEvent.QUERY: "Query",
-    AuditEvent.EXPORT: "Export",
+    AuditEvent.INSTANCES_TRANSFERRED: "DICOM Instances Transferred",
     AuditEvent.STUDY_DELETED: "DICOM Study Deleted",
+    AuditEvent.EXPORT: "Export",
+    AuditEvent.IMPORT: "Import",
+    AuditEvent.NETWORK_ENTRY: "Network Entry",
     AuditEvent.PATIENT_RECORD: "Patient Record",
+    AuditEvent.QUERY: "Query",
     AuditEvent.SECURITY_ALERT: "Security Alert",
+    AuditEvent.USER_AUTHENTICATION: "User Authentication",
+}
+
+# EventTypeCode values (DCM) used with the events above (PS3.15 A.5.3.11, A.5.3.12; PS3.16 CID 402/403).
+EVENT_TYPE_NAMES = {
+    "110122": "Login",
+    "110123": "Logout",
+    "110126": "Node Authentication",
+    "110129": "Security Configuration",
+    "110132": "Use of a restricted function",
+    "110135": "Object Security Attributes Changed",
+    "110136": "Security Roles Changed",
+    "110137": "User security Attributes Changed",
 }
 
 
@@ -64,6 +88,20 @@ class AuditRecord(Base):
     )  # pseudonym or internal key, never a name
     detail: Mapped[str] = mapped_column(Text, default="")  # what: profile, table edition, query keys...
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    # Issue 12 (revision 0005_identity): the EventTypeCode (e.g. 110122 Login) and the requestor's network
+    # address (ActiveParticipant/@NetworkAccessPointID).
+    event_type: Mapped[str] = mapped_column(String(16), default="")
+    access_point: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AuditCursor(Base):
+    """How far the audit trail has been sent to an export destination (a syslog collector): the index rows
+    are the durable buffer, and a collector that was down gets everything after the cursor once back."""
+
+    __tablename__ = "audit_cursor"
+    destination: Mapped[str] = mapped_column(String(256), primary_key=True)
+    audit_pk: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 def record(
@@ -78,6 +116,8 @@ def record(
     study_uid: str = "",
     patient_ref: str = "",
     detail: str = "",
+    event_type: str = "",
+    access_point: str = "",
 ) -> AuditRecord:
     row = AuditRecord(
         event_id=event.value,
@@ -89,9 +129,17 @@ def record(
         StudyInstanceUID=study_uid,
         patient_ref=patient_ref,
         detail=detail[:4000],
+        event_type=event_type or _leading_code(detail),
+        access_point=access_point[:64],
     )
     session.add(row)
     return row
+
+
+def _leading_code(detail: str) -> str:
+    """An EventTypeCode given as the detail's first word ("110135 Object Security ...")."""
+    code = detail[:6]
+    return code if code in EVENT_TYPE_NAMES and detail[6:7] in ("", " ") else ""
 
 
 def query(
@@ -146,72 +194,7 @@ def to_dict(row: AuditRecord) -> dict[str, Any]:
         "StudyInstanceUID": row.StudyInstanceUID,
         "patient_ref": row.patient_ref,
         "detail": row.detail,
+        "event_type": row.event_type,
+        "access_point": row.access_point,
         "created_at": row.created_at.isoformat() + "Z",
     }
-
-
-def export(session: Session, fmt: str = "jsonl", *, batch: int = 1000, **filters: Any) -> Iterator[str]:
-    """Every matching record, one line each: JSON lines (`jsonl`) or one DICOM audit message per line
-    (`xml`). Reads in batches, so it streams a large trail."""
-    if fmt not in ("jsonl", "xml"):
-        raise ValueError("format is jsonl or xml")
-    after = int(filters.pop("after_pk", 0) or 0)
-    filters.pop("limit", None)
-    while True:
-        rows = query(session, after_pk=after, limit=batch, **filters)
-        for row in rows:
-            yield (json.dumps(to_dict(row)) if fmt == "jsonl" else to_xml(row)) + "\n"
-        if len(rows) < batch:
-            return
-        after = rows[-1].audit_pk
-
-
-def to_xml(row: AuditRecord) -> str:
-    """The record as a DICOM audit message (PS3.15 A.5.1 schema)."""
-    msg = ET.Element("AuditMessage")
-    ev = ET.SubElement(
-        msg,
-        "EventIdentification",
-        EventActionCode=row.action,
-        EventDateTime=row.created_at.isoformat() + "Z",
-        EventOutcomeIndicator=row.outcome,
-    )
-    name = EVENT_NAMES.get(AuditEvent(row.event_id), row.event_id)
-    ET.SubElement(ev, "EventID", csd_code=row.event_id, codeSystemName="DCM", originalText=name)
-    ET.SubElement(msg, "ActiveParticipant", UserID=row.user, UserIsRequestor="true")
-    if row.source:
-        ET.SubElement(msg, "ActiveParticipant", UserID=row.source, UserIsRequestor="false")
-    ET.SubElement(msg, "AuditSourceIdentification", AuditSourceID="imaging-archive")
-    if row.StudyInstanceUID:
-        study = ET.SubElement(
-            msg,
-            "ParticipantObjectIdentification",
-            ParticipantObjectID=row.StudyInstanceUID,
-            ParticipantObjectTypeCode="2",
-            ParticipantObjectTypeCodeRole="3",
-        )
-        ET.SubElement(
-            study,
-            "ParticipantObjectIDTypeCode",
-            csd_code="110180",
-            codeSystemName="DCM",
-            originalText="Study Instance UID",
-        )
-        if row.detail:
-            ET.SubElement(study, "ParticipantObjectDetail", type="detail", value=row.detail)
-    if row.patient_ref:
-        patient = ET.SubElement(
-            msg,
-            "ParticipantObjectIdentification",
-            ParticipantObjectID=row.patient_ref,
-            ParticipantObjectTypeCode="1",
-            ParticipantObjectTypeCodeRole="1",
-        )
-        ET.SubElement(
-            patient,
-            "ParticipantObjectIDTypeCode",
-            csd_code="2",
-            codeSystemName="RFC-3881",
-            originalText="Patient Number",
-        )
-    return ET.tostring(msg, encoding="unicode")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import ssl
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -11,7 +12,9 @@ import uvicorn
 from dicomweb.app import create_app
 from imaging import app as composition
 from imaging.archive import Archive
-from imaging.console import ConfigOpt, DataDirOpt, settings
+from imaging.audit.syslog import SyslogExporter, SyslogTransport
+from imaging.config import Settings
+from imaging.console import ConfigOpt, DataDirOpt, fail, settings
 from imaging.dimse.processes import GatewayProcesses
 from imaging.dimse.server import Gateway
 from imaging.jobs.broker import BrokerDispatch
@@ -19,6 +22,8 @@ from imaging.lifecycle import configure_server_process, wait_until_terminated
 
 app = typer.Typer()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# BCP 195: TLS 1.2 with forward-secret AEAD suites only (TLS 1.3's suites are always on).
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS"
 
 
 @app.command()
@@ -28,16 +33,34 @@ def serve(
     dicom_port: Annotated[int | None, typer.Option(envvar="IMAGING_DICOM_PORT")] = None,
     http_port: Annotated[int | None, typer.Option(envvar="IMAGING_HTTP_PORT")] = None,
     ae_title: Annotated[str | None, typer.Option(envvar="IMAGING_AE_TITLE")] = None,
-    dev: Annotated[bool, typer.Option("--dev", help="development mode: HTTP without tokens")] = False,
+    http_host: Annotated[str | None, typer.Option(envvar="IMAGING_HTTP_HOST")] = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="development mode: HTTP without tokens, on 127.0.0.1 only")
+    ] = False,
     no_http: Annotated[bool, typer.Option("--no-http", help="DIMSE gateway only")] = False,
 ) -> None:
     """Start the DICOM gateway, the DICOMweb API and the background workers."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     configure_server_process()
     chosen = settings(
-        config, data_dir, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title, dev_mode=dev or None
+        config,
+        data_dir,
+        dicom_port=dicom_port,
+        http_port=http_port,
+        http_host=http_host,
+        ae_title=ae_title,
+        dev_mode=dev or None,
     )
+    try:
+        bind = chosen.http_bind_host()
+    except ValueError as exc:
+        fail(exc)
+    if chosen.dev_mode:
+        logging.getLogger("imaging").warning(
+            "DEVELOPMENT MODE: HTTP without tokens (every request is admin), bound to %s", bind
+        )
     archive = Archive.open(chosen)
+    exporter = audit_exporter(archive)
     # The job runner first: registering triage loads its bundle (torch, MONAI: seconds of CPU under the
     # GIL), which must not compete with the first associations. The port opens once the server is ready.
     runner = composition.build_runner(archive)
@@ -61,19 +84,61 @@ def serve(
             print("HTTP disabled", flush=True)
             wait_until_terminated()
         else:
-            print(f"DICOMweb: http://{chosen.http_host}:{chosen.http_port}/dicomweb", flush=True)
-            print(f"Viewer:   http://{chosen.http_host}:{chosen.http_port}/viewer", flush=True)
-            uvicorn.run(
-                create_app(archive), host=chosen.http_host, port=chosen.http_port, log_level="warning"
-            )
+            scheme = "https" if chosen.http_tls_certfile else "http"
+            print(f"DICOMweb: {scheme}://{bind}:{chosen.http_port}/dicomweb", flush=True)
+            print(f"Viewer:   {scheme}://{bind}:{chosen.http_port}/viewer", flush=True)
+            uvicorn.run(create_app(archive), **uvicorn_options(chosen, bind))
     except KeyboardInterrupt:
         pass
     finally:
+        if exporter is not None:
+            exporter.stop()
         runner.stop()
         gateway.stop()
         if extra is not None:
             extra.stop()
         archive.close()
+
+
+def uvicorn_options(settings: Settings, host: str) -> dict[str, Any]:
+    """uvicorn's settings for the HTTP listener: HTTPS when a certificate is configured (TLS 1.2 or later,
+    Python's default cipher suites); forwarded headers left to imaging.web, which believes them from
+    `trusted_proxies` only (uvicorn's own proxy handling would trust any local client)."""
+    options: dict[str, Any] = {
+        "host": host,
+        "port": settings.http_port,
+        "log_level": "warning",
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if settings.http_tls_certfile is not None:
+        options.update(
+            ssl_certfile=str(settings.http_tls_certfile),
+            ssl_keyfile=str(settings.http_tls_keyfile),
+            ssl_version=ssl.PROTOCOL_TLS_SERVER,
+            ssl_ciphers=TLS_CIPHERS,
+        )
+    return options
+
+
+def audit_exporter(archive: Archive) -> SyslogExporter | None:
+    """The audit trail's export to the configured syslog collector, started (None when none is set)."""
+    s = archive.settings
+    if not s.audit_syslog_url:
+        return None
+    transport = SyslogTransport(
+        s.audit_syslog_url,
+        ca_file=s.audit_syslog_ca_file,
+        certfile=s.audit_syslog_client_certfile,
+        keyfile=s.audit_syslog_client_keyfile,
+    )
+    return SyslogExporter(
+        archive.db.read,
+        archive.db.write,
+        transport,
+        destination=s.audit_syslog_url,
+        source_id=s.audit_source_id,
+    ).start()
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +45,21 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def secure_sqlite_files(database: Path) -> None:
+    """The index holds names, IDs, birth dates and token hashes: its file (and the -wal/-shm files SQLite
+    creates with the database file's mode) readable by the archive's user only, 0600 in a 0700 folder,
+    like the objects and the keys. Created so before SQLite opens it; tightened if it already exists. (The
+    folder is the data directory, which Archive.open keeps at 0700; a folder made here is made 0700.)"""
+    database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")):
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 class WriterLock:
@@ -91,6 +106,9 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.writer_lock: WriterLock | None = None
         if self.is_sqlite:
+            file = make_url(url).database
+            if file and file != ":memory:" and not file.startswith("file:"):
+                secure_sqlite_files(Path(file))
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
             database = self.write_engine.url.database

@@ -197,6 +197,9 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Issue 12 (revision 0005_identity): who created and who revoked the token, and when.
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class StorageEvent(Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from typing import Annotated
@@ -14,7 +13,7 @@ from rich.table import Table
 from imaging.console import CLI_USER, ConfigOpt, DataDirOpt, console, fail, open_archive
 from imaging.errors import ArchiveError
 from imaging.sharing import outbox
-from imaging.sharing.links import create_link, link_info, list_links, revoke
+from imaging.sharing.links import create_link, expires_in_days, link_info, list_links, revoke
 from imaging.sharing.peers import add_peer, list_peers, peer_info, remove_peer
 from imaging.sharing.policies import add_policy, list_policies, policy_info, remove_policy
 
@@ -270,7 +269,7 @@ def link_create(
             study_uids=study or None,
             cohort=tuple(cohort.split("/", 1)) if cohort else None,  # type: ignore[arg-type]
             partition=partition,
-            expires_in=dt.timedelta(days=days),
+            expires_in=expires_in_days(days),
             created_by=CLI_USER,
             description=description,
         )

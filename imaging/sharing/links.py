@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 
@@ -36,6 +37,14 @@ class ShareScope:
 
     def allows(self, study_uid: str) -> bool:
         return study_uid in self.study_uids
+
+
+def expires_in_days(days: float) -> dt.timedelta:
+    """A link lifetime from a number of days; InvalidRequest for one that is not a finite number of days
+    within a century (what the CLI and the API take, checked before any date arithmetic can overflow)."""
+    if not math.isfinite(days) or not 0 < days <= 36500:
+        raise InvalidRequest("a share link expires after more than 0 and at most 36500 days")
+    return dt.timedelta(days=days)
 
 
 def _hash(token: str) -> str:

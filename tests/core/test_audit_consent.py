@@ -29,7 +29,7 @@ def test_audit_record_query_and_xml(tmp_path: Path) -> None:
         only = audit.query(s, event=audit.AuditEvent.INSTANCES_TRANSFERRED)
         xml = ET.fromstring(audit.to_xml(only[0]))
     assert xml.find("EventIdentification").get("EventOutcomeIndicator") == "8"
-    assert xml.find("EventIdentification/EventID").get("csd_code") == "110104"
+    assert xml.find("EventIdentification/EventID").get("csd-code") == "110104"
     ids = [p.get("ParticipantObjectID") for p in xml.findall("ParticipantObjectIdentification")]
     assert ids == ["1.2.3", "PSEUDO1"]
     archive.close()

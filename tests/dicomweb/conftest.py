@@ -30,6 +30,7 @@ from dicomweb.app import create_app
 from imaging.archive import Archive
 from imaging.config import load_settings
 from imaging.index.schema import ApiToken
+from imaging.research.projects import create_project
 from imaging.synthetic import SyntheticPatient, SyntheticStudy, ct_series, ct_slice, synthetic_patient
 from tests.archive_fixtures import TRANSFER_SYNTAX_FILES, free_port, testdata_file
 
@@ -40,8 +41,15 @@ class Server:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self.port = free_port()
+        self.app = create_app(archive)
+        # As `imaging serve` runs it: forwarded headers are imaging.web's to believe (trusted_proxies).
         config = uvicorn.Config(
-            create_app(archive), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -54,9 +62,14 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.root = f"{self.url}/dicomweb"
 
+    def flush_audit(self) -> None:
+        """Write the audit records the app has queued (imaging.audit.writer) to the index now."""
+        assert self.app.state.audit.flush()
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.app.state.audit.close()
 
 
 def add_token(archive: Archive, role: str, project: str = "", **fields: Any) -> str:
@@ -194,6 +207,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         qido_max_results=20,
     )
     archive = Archive.open(settings)
+    for project in ("lung", "other"):  # a researcher token opens only a project older than itself
+        create_project(archive, project)
     tokens = {
         "admin": add_token(archive, "admin"),
         "clinician": add_token(archive, "clinician"),

@@ -198,16 +198,26 @@ def test_invalid_uid_in_path_is_400(seeded: Seeded) -> None:
 
 
 def test_retrieve_url_behind_a_proxy(seeded: Seeded) -> None:
+    forwarded = [
+        {"Forwarded": 'for=10.0.0.1;proto=https;host="pacs.example.org"'},
+        {"X-Forwarded-Host": "pacs.example.org", "X-Forwarded-Proto": "https"},
+    ]
+    settings = seeded.archive.settings
     with seeded.client() as c:
-        r = c.get(
-            "/studies",
-            params={"PatientID": "SYN000001"},
-            headers={"Forwarded": 'for=10.0.0.1;proto=https;host="pacs.example.org"'},
-        )
-        assert r.json()[0]["00081190"]["Value"][0].startswith("https://pacs.example.org/dicomweb/studies/")
+        # Issue 12: forwarded headers from a client that is not a configured proxy are ignored.
+        for headers in forwarded:
+            r = c.get("/studies", params={"PatientID": "SYN000001"}, headers=headers)
+            assert r.json()[0]["00081190"]["Value"][0].startswith(f"{seeded.server.url}/dicomweb/studies/")
+        settings.trusted_proxies = ["127.0.0.0/8"]
+        try:
+            for headers in forwarded:
+                r = c.get("/studies", params={"PatientID": "SYN000001"}, headers=headers)
+                url = r.json()[0]["00081190"]["Value"][0]
+                assert url.startswith("https://pacs.example.org/dicomweb/studies/")
+        finally:
+            settings.trusted_proxies = []
         r = c.get("/studies", params={"PatientID": "SYN000001"}, headers={"Host": "archive.example:8443"})
         assert r.json()[0]["00081190"]["Value"][0].startswith("http://archive.example:8443/dicomweb/studies/")
-    settings = seeded.archive.settings
     settings.public_url = "https://imaging.example.org/archive/"
     try:
         with seeded.client() as c:

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from imaging.index.schema import Study
+from imaging.research.projects import create_project
 from imaging.sharing.links import create_link, revoke
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
 from tests.dicomweb.conftest import Seeded, add_token, encode
@@ -34,9 +35,16 @@ def _study(archive: Any, n: int, priority: str = "", count: int = 3) -> str:
 def site(fresh: Any) -> Seeded:
     s = fresh()
     s.tokens["clinician"] = add_token(s.archive, "clinician")
-    s.tokens["researcher"] = add_token(s.archive, "researcher", "lung")
+    create_project(s.archive, "other")
     s.tokens["stranger"] = add_token(s.archive, "researcher", "other")
+    # Made before its project exists (the index allows what `imaging token create` refuses): a project
+    # created later under that name must not open to it.
+    s.tokens["early"] = add_token(s.archive, "researcher", "lung")
     return s
+
+
+def _researcher(site: Seeded) -> None:
+    site.tokens["researcher"] = add_token(site.archive, "researcher", "lung")
 
 
 def _api(site: Seeded, token: str | None) -> httpx.Client:
@@ -49,6 +57,8 @@ def test_worklist_orders_by_priority_and_qido_filters(site: Seeded) -> None:
     high = _study(site.archive, 2, "HIGH")
     untriaged = _study(site.archive, 3)
     medium = _study(site.archive, 4, "MEDIUM")
+    create_project(site.archive, "lung")
+    _researcher(site)
     with _api(site, "clinician") as api:
         items = api.get("/api/worklist").json()
         assert [i["0020000D"]["Value"][0] for i in items] == [high, medium, low, untriaged]
@@ -80,6 +90,9 @@ def test_projects_publication_cohorts_over_http(site: Seeded) -> None:
         assert published["status"] == 200 and published["published"] == 3
         missing = api.post("/api/projects/lung/publish", json={"study_uids": ["1.2.3.4"]}).json()
         assert missing[0]["status"] == 404
+    with _api(site, "early") as api:  # older than the project: refused, though it names it
+        assert api.get("/projects/lung/dicomweb/studies").status_code == 401
+    _researcher(site)
     with _api(site, "researcher") as api:
         # The researcher sees the de-identified copy in their project's DICOMweb root only.
         studies = api.get("/projects/lung/dicomweb/studies").json()
@@ -137,6 +150,7 @@ def test_share_link_is_a_scoped_read_only_dicomweb_root(site: Seeded) -> None:
         assert anonymous.get(f"{root}/studies").status_code == 404  # revoked: stops at once
     from imaging import audit
 
+    site.server.flush_audit()
     with site.archive.db.read() as s:
         accesses = [r for r in audit.query(s) if r.user == f"share-link:{link.link_pk}"]
     assert {r.event_id for r in accesses} >= {"110112", "110103"}

@@ -38,6 +38,8 @@ def test_viewer_not_fetched_is_a_helpful_404(fresh) -> None:
     s = fresh()
     r = httpx.get(f"{s.server.url}/viewer")
     assert r.status_code == 404 and "imaging viewer fetch" in r.text
+    # Issue 12: the public page never shows the server's file paths.
+    assert str(s.archive.settings.data_dir) not in r.text and "/tmp" not in r.text
 
 
 def test_viewer_serving_rewrites_base_config_and_spa_fallback(fresh, tmp_path: Path) -> None:
@@ -45,14 +47,43 @@ def test_viewer_serving_rewrites_base_config_and_spa_fallback(fresh, tmp_path: P
     fake_dist(dist)
     s = fresh(viewer_dir=dist)
     base = f"{s.server.url}/viewer"
-    index = httpx.get(base + "/")
+    # Issue 12: no token in any URL. Without a session the viewer's pages send the browser to the login,
+    # which takes the token in a form body and answers with an HttpOnly session cookie.
+    first = httpx.get(base + "/viewer?StudyInstanceUIDs=1.2.3")
+    assert first.status_code == 302
+    assert first.headers["location"] == "/login?next=%2Fviewer%2Fviewer%3FStudyInstanceUIDs%3D1.2.3"
+    browser = httpx.Client(base_url=s.server.url, follow_redirects=False)
+    cross_site = browser.post(
+        "/login", data={"token": s.tokens["admin"]}, headers={"Origin": "https://evil.example"}
+    )
+    assert cross_site.status_code == 403  # another site cannot sign the browser in
+    refused = browser.post("/login", data={"token": "not-a-token", "next": "/viewer/"})
+    assert refused.status_code == 401 and "imaging_session" not in refused.headers.get("set-cookie", "")
+    login = browser.post("/login", data={"token": s.tokens["admin"], "next": "https://evil.example/"})
+    assert login.status_code == 303 and login.headers["location"] == "/viewer/"  # never off-site
+    cookie = login.headers["set-cookie"]
+    assert "imaging_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+    index = browser.get(base + "/")
     assert index.status_code == 200
     assert 'window.PUBLIC_URL="/viewer/"' in index.text and 'src="/viewer/app-config.js"' in index.text
     assert index.headers["cross-origin-opener-policy"] == "same-origin"
     assert httpx.get(base + "/app.bundle.abc.js").text.count('"/viewer/"') == 1
     config = httpx.get(base + "/app-config.js").text
     assert "routerBasename: '/viewer'" in config and "'/dicomweb'" in config
-    assert httpx.get(base + "/viewer?StudyInstanceUIDs=1.2.3").text == index.text  # SPA route
+    assert "token" not in config.lower() and "URLSearchParams" not in config
+    assert browser.get(base + "/viewer?StudyInstanceUIDs=1.2.3").text == index.text  # SPA route
+    # The session cookie opens DICOMweb for the viewer (same origin)...
+    assert browser.get("/dicomweb/studies").status_code == 200
+    # ...but does not let another site's page change anything (CSRF): a POST needs this server's Origin.
+    stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+    foreign = browser.post(
+        "/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403
+    own = browser.post("/dicomweb/studies", content=b"--b--", headers={**stow, "Origin": s.server.url})
+    assert own.status_code == 400  # authenticated; the body itself is refused
+    assert browser.post("/logout").status_code == 303
+    assert browser.get("/dicomweb/studies").status_code == 401
     assert httpx.get(base + "/missing.js").status_code == 404
     assert httpx.get(base + "/../index.sqlite").status_code == 404
     assert httpx.get(base + "/app.bundle.css").text == "body{}"
@@ -79,7 +110,7 @@ def test_fetch_viewer_unpacks_dist_only(tmp_path: Path) -> None:
 E2E_SCRIPT = r"""
 const { chromium } = require('playwright-core');
 (async () => {
-  const [base, studyUID, out, profile] = process.argv.slice(2);
+  const [base, studyUID, out, profile, token] = process.argv.slice(2);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1280, height: 900 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -90,9 +121,14 @@ const { chromium } = require('playwright-core');
   page.on('console', m => log.push(`console ${m.type()}: ${m.text()}`));
   page.on('requestfailed', r => log.push(`failed: ${r.url()}`));
   page.on('response', r => { if (r.status() >= 400) log.push(`HTTP ${r.status()}: ${r.url()}`); });
-  const result = { ok: false };
+  const result = { ok: false, urls: [] };
+  page.on('framenavigated', f => { if (f === page.mainFrame()) result.urls.push(f.url()); });
   try {
+    // Signed out, the viewer sends the browser to the login form; the token goes in its body only.
     await page.goto(base + '/viewer', { waitUntil: 'load', timeout: 120000 });
+    result.loginPage = page.url().startsWith(base + '/login');
+    await page.fill('input[name=token]', token);
+    await Promise.all([page.waitForNavigation({ timeout: 120000 }), page.click('button[type=submit]')]);
     await page.waitForFunction(u => document.body.innerText.includes(u), 'SYNTH0042', { timeout: 120000 });
     result.studyList = true;
     await page.screenshot({ path: out + '/ohif-study-list.png' });
@@ -162,7 +198,7 @@ def test_ohif_end_to_end(fresh, tmp_path: Path) -> None:
     require_program("/usr/bin/chromium")
     cache = _prepare_cache()
     dist = fetch_viewer(tmp_path / "viewer", cache=cache / "tarballs")
-    s = fresh(dev_mode=True, viewer_dir=dist)
+    s = fresh(viewer_dir=dist)  # not dev mode: the viewer signs in, and calls DICOMweb with its cookie
     st = SyntheticStudy(patient=synthetic_patient(42), StudyDescription="CT E2E")
     for ds in ct_series(st, 20, rows=128, columns=128):
         s.archive.ingestor.ingest(encode(ds), source="test")
@@ -170,7 +206,15 @@ def test_ohif_end_to_end(fresh, tmp_path: Path) -> None:
     script = cache / "e2e.js"
     script.write_text(E2E_SCRIPT)
     proc = subprocess.run(
-        ["node", str(script), s.server.url, st.StudyInstanceUID, str(ARTIFACTS), str(tmp_path / "profile")],
+        [
+            "node",
+            str(script),
+            s.server.url,
+            st.StudyInstanceUID,
+            str(ARTIFACTS),
+            str(tmp_path / "profile"),
+            s.tokens["admin"],
+        ],
         capture_output=True,
         text=True,
         timeout=420,
@@ -180,5 +224,7 @@ def test_ohif_end_to_end(fresh, tmp_path: Path) -> None:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(lines[-1])
+    assert result.get("loginPage"), result
     assert result.get("studyList"), result
     assert result["ok"], result
+    assert not any(s.tokens["admin"] in url for url in result["urls"])  # never in a URL

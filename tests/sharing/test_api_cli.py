@@ -44,8 +44,8 @@ def test_api_roles_peers_policies_share_outbox_consent_audit_links(
 
     client = TestClient(create_app(secured))
     admin, clinician = _token(secured, "admin"), _token(secured, "clinician")
+    create_project(secured, "proj")  # before the token: a project never opens to an older token
     researcher = _token(secured, "researcher", "proj")
-    create_project(secured, "proj")
     port = start_gateway(site_b)
 
     assert client.get("/api/peers").status_code == 401
@@ -227,4 +227,4 @@ def test_cli_share_consent_audit(
     r = cli.invoke(app, ["audit", "export", "--format", "jsonl", "--output", str(out), *data])
     assert r.exit_code == 0, r.output
     events = [json.loads(line)["event_id"] for line in out.read_text().splitlines()]
-    assert {"110100", "110104", "110112", "110110", "110113"} <= set(events)
+    assert {"110102", "110104", "110112", "110110", "110113"} <= set(events)  # 110102: Begin Transferring

@@ -189,7 +189,7 @@ def test_audit_export_formats(site_a: Archive) -> None:
         page = audit.query(s, after_pk=3, limit=2)
         future = audit.query(s, since=dt.datetime(2999, 1, 1))
     assert [json.loads(line)["StudyInstanceUID"] for line in lines] == [f"1.2.{i}" for i in range(5)]
-    assert [ET.fromstring(x).find("EventIdentification/EventID").get("csd_code") for x in xml_lines] == [
+    assert [ET.fromstring(x).find("EventIdentification/EventID").get("csd-code") for x in xml_lines] == [
         "110104",
         "110112",
     ]

@@ -52,7 +52,7 @@ def projects(caller: Annotated[Caller, Depends(Require(Permission.PROJECTS))]) -
         return [
             {"name": p.name, "options": p.options, "description": p.description}
             for p in list_projects(session)
-            if sees_all or p.name == caller.principal.project
+            if sees_all or p.name in caller.principal.projects
         ]
 
 

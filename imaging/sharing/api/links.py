@@ -4,10 +4,9 @@ their own project."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from imaging.access import Permission, authorize
@@ -26,7 +25,8 @@ class LinkIn(BaseModel):
     partition: str = CLINICAL
     project: str = ""  # with cohort: the cohort's project
     cohort: str = ""
-    expires_in_days: float = Field(default=7, gt=0, le=36500)  # the domain refuses beyond share_link_max_days
+    # The domain refuses beyond share_link_max_days; NaN and infinities are no number of days.
+    expires_in_days: float = Field(default=7, gt=0, le=36500, allow_inf_nan=False)
     description: str = Field(default="", max_length=256)
 
 
@@ -39,7 +39,7 @@ def post_link(body: LinkIn, caller: Linker) -> dict[str, Any]:
         study_uids=body.study_uids or None,
         cohort=(body.project, body.cohort) if body.cohort else None,
         partition=body.partition,
-        expires_in=dt.timedelta(days=body.expires_in_days),
+        expires_in=links.expires_in_days(body.expires_in_days),
         created_by=caller.user,
         description=body.description,
     )
@@ -58,7 +58,7 @@ def get_links(
 
 
 @router.delete("/{link_id}", summary="Revoke a share link (effective at once)")
-def delete_link(link_id: int, caller: Linker) -> dict[str, Any]:
+def delete_link(link_id: Annotated[int, Path(ge=1, le=2**62)], caller: Linker) -> dict[str, Any]:
     with caller.archive.db.write() as session:
         link = session.get(ShareLink, link_id)
         if link is None:
