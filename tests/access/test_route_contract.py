@@ -31,8 +31,14 @@ def test_readme_carries_the_generated_table(seeded: Seeded) -> None:
     )
 
 
-def _fill(path: str, seeded: Seeded, share: str) -> str:
+def _fill(path: str, seeded: Seeded, share: str, method: str = "GET") -> str:
     study, series, sop = seeded.instances["ct1-0"]
+    if method == "DELETE":  # a deletion that passes its checks must not remove what later requests read
+        study, series, sop = (
+            "1.2.826.0.1.3680043.8.498.1",
+            "1.2.826.0.1.3680043.8.498.2",
+            "1.2.826.0.1.3680043.8.498.3",
+        )
     values = {
         "study": study,
         "series": series,
@@ -44,6 +50,7 @@ def _fill(path: str, seeded: Seeded, share: str) -> str:
         "name": "contract-test",
         "link_id": "999999",
         "token_id": "999999",
+        "request_id": "999999",
         "path": "index.html",
     }
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], path)
@@ -64,9 +71,9 @@ def test_each_credential_gets_what_the_table_says(seeded: Seeded) -> None:
         for entry in entries(seeded.server.app):
             for credential in CREDENTIALS:
                 token = share if credential == "share link" else "shl_not-a-link"
-                url = _fill(entry.path, seeded, token)
                 headers = {"Authorization": f"Bearer {bearer[credential]}"} if bearer[credential] else {}
                 for method in entry.methods:
+                    url = _fill(entry.path, seeded, token, method)
                     status = client.request(method, url, headers=headers).status_code
                     refused = status in (401, 403) or (entry.share_link and status == 404)
                     if status >= 500:
