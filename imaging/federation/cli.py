@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from imaging.archive import Archive
 from imaging.console import CLI_USER, ConfigOpt, DataDirOpt, console, fail, open_archive
@@ -234,7 +234,7 @@ def request_list(
     data_dir: DataDirOpt = None,
 ) -> None:
     archive = open_archive(config, data_dir)
-    table = Table("request", "peer", "project", "status", "delivery", "updated")
+    table = Table(Column("request", no_wrap=True), "peer", "project", "status", "delivery", "updated")
     with archive.db.read() as session:
         for r in requesting.list_requests(session, project):
             table.add_row(
@@ -252,7 +252,7 @@ def incoming_list(
     data_dir: DataDirOpt = None,
 ) -> None:
     archive = open_archive(config, data_dir)
-    table = Table("request", "site", "project", "status", "definition", "purpose")
+    table = Table(Column("request", no_wrap=True), "site", "project", "status", "definition", "purpose")
     with archive.db.read() as session:
         for r in permits.list_requests(session, status):
             table.add_row(
