@@ -198,6 +198,27 @@ class PeerCaller:
             raise InvalidRequest("the body is not JSON") from None
 
 
+MAX_BODY = 64 * 1024  # a cohort definition or an access request is a few hundred bytes
+
+
+class BodyTooLarge(InvalidRequest):
+    http_status = 413
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, read up to MAX_BODY: the peer API reads it before the caller is known."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge("request body too large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge("request body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class SignedPeer:
     """Dependency of the peer API: a registered peer site, by the token it signed for this very request.
     Not an archive token, so no `Permission`: the route table says `peer-signed`."""
@@ -207,7 +228,7 @@ class SignedPeer:
 
     async def __call__(self, request: Request) -> PeerCaller:
         archive = get_archive(request)
-        body = await request.body()
+        body = await _body(request)
         resource = request.url.path.partition(client.API)[2]
         peer = await run_in_threadpool(
             signing.verify,

@@ -58,7 +58,10 @@ def set_peer(archive: Archive, name: str, *, user: str = "system", **fields: Any
             raise InvalidRequest(f"site id already registered as peer {other}")
         for key, value in values.items():
             setattr(peer, key, value)
-        _audit_change(session, name, user, "set: " + ", ".join(f"{k}" for k in sorted(values)))
+        changed = [
+            f"{k} {'on' if v else 'off'}" if isinstance(v, bool) else k for k, v in sorted(values.items())
+        ]
+        _audit_change(session, name, user, "set: " + ", ".join(changed))
     return peer
 
 

@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from imaging import audit
 from imaging.cli import app
 from imaging.federation.criteria import definition
-from imaging.federation.models import IncomingRequest
+from imaging.federation.keys import public_key_pem
+from imaging.federation.models import IncomingRequest, TokenUse
+from imaging.federation.peers import set_peer
 from imaging.index.schema import Instance, Patient, Series, Study
 from imaging.ingest.partitions import deidentifier_for
 from imaging.research.projects import create_project
@@ -214,3 +216,40 @@ def test_approval_needs_the_same_key_and_profile(make_site: Callable[..., Site])
     with a.archive.db.read() as session:
         queries = audit.query(session, event=audit.AuditEvent.QUERY, user="site:site-b")
     assert "refused (requests off)" in queries[-1].detail and queries[-1].outcome == "4"
+
+
+def test_on_each_index_backend(db_url: str, make_site: Callable[..., Site]) -> None:
+    """The whole path on SQLite and PostgreSQL: one archive federated with itself (its own peer)."""
+    a = make_site("a")
+    set_peer(
+        a.archive,
+        "self",
+        site_id=a.site_id,
+        url=a.server.url,
+        public_key=public_key_pem(a.archive.settings),
+        delivery_peer="own-net",
+    )
+    create_project(a.archive, PROJECT, key=PROJECT_KEY)
+    load(a, [*(Spec(n) for n in range(1, 7)), Spec(43, opted_out=True)])
+    add_peer(
+        a.archive,
+        "own-net",
+        "dicomweb",
+        url=f"{a.server.url}/projects/{PROJECT}/dicomweb",
+        auth="bearer",
+        secret=a.tokens["admin"],
+    )
+    with a.http("researcher") as http:
+        r = http.post("/api/federation/counts", json={"definition": CT_CHEST, "peers": ["self"]})
+        rows = {row["name"]: row for row in r.json()["sites"]}
+        assert (rows["local"]["studies"], rows["self"]["studies"]) == (6, 6)
+        sent = http.post("/api/federation/requests", json={"peer": "self", "project": PROJECT})
+        uid = sent.json()["request_uid"]
+    with a.http() as http:
+        approved = http.post(f"/api/federation/incoming/{uid}/approve", json={})
+        assert approved.json()["delivery"]["studies"] == 6
+    a.drive(lambda: request_status(a, uid)["delivery"].get("state") == "delivered")
+    with a.archive.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Study).where(Study.partition == PROJECT)) == 6
+        # One token per call (a count, the request, each status refresh), each used once.
+        assert session.scalar(select(func.count()).select_from(TokenUse)) >= 3

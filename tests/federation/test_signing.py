@@ -154,5 +154,7 @@ def test_federation_off_and_archive_tokens_do_not_open_the_peer_api(make_site: C
     assert post(b, token).status_code == 404  # federation is off at B: nothing answers
     c = make_site("c")
     federate(a, c)
+    big = post(c, sign(a.archive, audience="site-c", method="POST", resource="/counts"), b"{" * 100_000)
+    assert big.status_code == 413  # read no further than a definition could need, before any check
     r = post(c, c.tokens["admin"])  # an archive token is not a peer's signature
     assert r.status_code == 401 and r.json()["detail"] == "peer authentication failed: malformed token"
