@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import zlib
+from array import array
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,11 +54,19 @@ class CountAnswer:
 
 
 def _pack(members: list[Member]) -> bytes:
-    return zlib.compress(json.dumps([[m.study_pk, m.patient_pk] for m in members]).encode(), 6)
+    """(study_pk, patient_pk) pairs as little-endian int64, zlib-compressed (fast to read back)."""
+    pairs = array("q", [key for m in members for key in (m.study_pk, m.patient_pk)])
+    if sys.byteorder != "little":
+        pairs.byteswap()
+    return zlib.compress(pairs.tobytes(), 6)
 
 
 def _unpack(data: bytes) -> dict[int, int]:
-    return {int(s): int(p) for s, p in json.loads(zlib.decompress(data))} if data else {}
+    pairs = array("q")
+    pairs.frombytes(zlib.decompress(data) if data else b"")
+    if sys.byteorder != "little":
+        pairs.byteswap()
+    return dict(zip(pairs[0::2], pairs[1::2], strict=True))
 
 
 def _round(value: int, step: int) -> int:

@@ -54,9 +54,9 @@ class QueryOutcome(StrEnum):
 
 
 class QueryLog(Base):
-    """One count query answered here (by a peer or a local user). `members` (answered ones only) is the
-    zlib-compressed JSON list of [study_pk, patient_pk] pairs the released count covered, kept so a later
-    query differing by a small cell is recognised; it never leaves the site."""
+    """One count query answered here (by a peer or a local user). `members` (answered ones only) holds the
+    (study_pk, patient_pk) pairs the released count covered (int64 pairs, zlib-compressed), kept so that a
+    later query differing by a small cell is recognised; it never leaves the site."""
 
     __tablename__ = "federation_query"
     query_pk: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -56,6 +57,7 @@ def three_sites(make_site: Callable[..., Site], **settings: Any) -> tuple[Site, 
     return a, b, c
 
 
+@pytest.mark.slow
 def test_federated_counts_match_each_sites_local_count(make_site: Callable[..., Site]) -> None:
     # Differencing control is tested on its own below: these definitions overlap on purpose.
     a, b, c = three_sites(make_site, federation_difference_hours=0)
@@ -137,7 +139,11 @@ def test_differencing_is_suppressed_across_requesters(make_site: Callable[..., S
 
 
 def test_discovery_off_refuses_and_audits(make_site: Callable[..., Site]) -> None:
-    a, b, c = three_sites(make_site, federation_difference_hours=0)
+    a, b, c = make_site("a"), make_site("b"), make_site("c")
+    federate(a, b, c)
+    load(a, [Spec(n) for n in range(1, 6)])
+    load(b, [Spec(n) for n in range(50, 58)])
+    load(c, [Spec(70)])
     with b.http() as http:
         r = http.put("/api/federation/peers/a", json={"discovery": False})
         assert r.status_code == 200 and r.json()["discovery"] is False
@@ -149,7 +155,7 @@ def test_discovery_off_refuses_and_audits(make_site: Callable[..., Site]) -> Non
         }
     assert rows["b"]["status"] == "refused" and rows["b"]["studies"] is None
     assert "discovery is switched off" in rows["b"]["reason"]
-    assert rows["local"]["studies"] == a.expected(definition(body))[0] == 20
+    assert rows["local"]["studies"] == a.expected(definition(body))[0] == 5
     assert rows["c"]["status"] == "suppressed"
     with b.archive.db.read() as session:
         (refused,) = audit.query(session, event=audit.AuditEvent.QUERY, user="site:site-a")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
+import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import func, select
@@ -58,6 +59,7 @@ def request_status(site: Site, request_uid: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+@pytest.mark.slow
 def test_approved_request_delivers_with_direct_share_pseudonyms_rejected_delivers_nothing(
     make_site: Callable[..., Site], monkeypatch: Any
 ) -> None:
