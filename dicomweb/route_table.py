@@ -33,8 +33,11 @@ PUBLIC_MARK = "public"
 class Entry:
     methods: tuple[str, ...]
     path: str
-    permission: Permission | None  # None: public
-    declared: bool  # False: the route declares neither a permission nor PUBLIC
+    permission: Permission | None  # None: public, or another kind of credential (below)
+    declared: bool  # False: the route declares neither a permission nor PUBLIC nor its own credential
+    # A credential other than the archive's (a dependency with a `credential` attribute), e.g. the federation
+    # peer API's "peer-signed": no role, no share link passes it.
+    credential: str = ""
 
     @property
     def share_link(self) -> bool:
@@ -51,28 +54,31 @@ def _routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield prefix + route.path, route
 
 
-def _declared(route: APIRoute) -> tuple[bool, Permission | None]:
+def _declared(route: APIRoute) -> tuple[bool, Permission | None, str]:
     stack = [route.dependant]
     while stack:
         dependant = stack.pop()
         call = dependant.call
         if isinstance(call, Require):
-            return True, call.permission
+            return True, call.permission, ""
         if isinstance(call, Public):
-            return True, None
+            return True, None, ""
+        if isinstance(getattr(call, "credential", None), str):
+            return True, None, str(call.credential)  # type: ignore[union-attr]
         stack.extend(dependant.dependencies)
-    return False, None
+    return False, None, ""
 
 
 def entries(app: FastAPI) -> list[Entry]:
     found = []
     for path, route in _routes(list(app.routes)):
         methods = tuple(sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}))
+        credential = ""
         if isinstance(route, APIRoute):
-            declared, permission = _declared(route)
+            declared, permission, credential = _declared(route)
         else:
             declared, permission = path in DOCUMENTATION, None
-        found.append(Entry(methods, path, permission, declared))
+        found.append(Entry(methods, path, permission, declared, credential))
     return sorted(set(found), key=lambda e: (e.path, e.methods))
 
 
@@ -85,6 +91,8 @@ def allowed(entry: Entry, credential: str) -> bool:
     the one the URL names), no credential at all, or a share link (in its URL)."""
     if entry.share_link:
         return credential == "share link"
+    if entry.credential:
+        return False  # only its own kind of credential passes (a signed peer site)
     if entry.permission is None:
         return True
     if credential in ("none", "share link"):
@@ -117,7 +125,7 @@ def markdown(app: FastAPI) -> str:
     lines = [head, rule]
     for e in found:
         if not e.path.startswith(ROOTS):
-            permission = e.permission.value if e.permission is not None else PUBLIC_MARK
+            permission = e.credential or (e.permission.value if e.permission is not None else PUBLIC_MARK)
             lines.append(
                 f"| {' '.join(e.methods)} | `{e.path}` | {permission} | " + " | ".join(_marks(e)) + " |"
             )

@@ -22,6 +22,8 @@ import triage.cli
 import triage.worker
 from imaging.archive import Archive
 from imaging.events import ConsentWithdrawn, InstancesRemoved, PatientOptedOut, subscribe
+from imaging.federation import api as federation_api
+from imaging.federation import cli as federation_cli
 from imaging.jobs.runner import JobRunner
 from imaging.research import api as research_api
 from imaging.research import cli as research_cli
@@ -48,6 +50,17 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "federation",
+        commands=(
+            (
+                "federation",
+                federation_cli.federation_app,
+                "Federated cohort discovery and access requests across sites.",
+            ),
+        ),
+        routers=federation_api.routers,
+    ),
     Feature(
         "research",
         commands=(

@@ -113,6 +113,20 @@ class Settings(BaseSettings):
     # Storage commitment: how long to keep trying to deliver an N-EVENT-REPORT on a new association.
     commitment_report_attempts: int = Field(default=5, ge=1)
     commitment_report_retry_seconds: float = Field(default=10.0, gt=0)
+    # Federated cohort discovery and access requests (issue 17, imaging.federation). Peer sites, their
+    # public keys and discovery switches live in the index; this site's signing key in keys_path.
+    # This site's id in the network (the `iss` of the tokens it signs, the `aud` it accepts); empty:
+    # federation is off (the peer API answers 404 and nothing is asked).
+    federation_site_id: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})?$")
+    federation_min_count: int = Field(default=5, ge=1)  # counts below this are suppressed, not sent
+    federation_count_rounding: int = Field(default=1, ge=1)  # released counts rounded to a multiple
+    # Differencing: a count whose study set differs from one released in this window by fewer than
+    # federation_min_count patients is suppressed (0: no check).
+    federation_difference_hours: float = Field(default=24.0, ge=0)
+    federation_token_seconds: int = Field(default=60, ge=5, le=600)  # lifetime of the tokens we sign
+    federation_token_max_seconds: int = Field(default=300, ge=5, le=3600)  # longest lifetime we accept
+    federation_clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    federation_timeout: float = Field(default=10.0, gt=0)  # seconds per call to a peer site
 
     # --- Issue 12, HTTP side: HTTPS, proxies, hospital identity (OIDC), audit export --------------------
     # HTTPS on the HTTP listener (PEM files); both empty: plain HTTP (behind a TLS-terminating proxy).

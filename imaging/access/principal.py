@@ -51,10 +51,15 @@ class Permission(StrEnum):
     DELETE = "delete"  # delete studies, series and instances (DICOMweb DELETE, REST, CLI)
     RETENTION = "retention"  # retention rules, their previews and runs; pending deletions
     MANAGE_TOKENS = "tokens.manage"  # create, list and revoke API tokens
+    FEDERATED_QUERY = "federation.query"  # ask this site and its peers how many studies match (counts)
+    FEDERATION_REQUEST = "federation.request"  # send and follow access requests for a project
+    MANAGE_FEDERATION = "federation.manage"  # peer sites, discovery switches, approve/reject requests
 
 
 # Permissions checked against a partition: the principal must be allowed in that partition too.
-PARTITION_SCOPED = frozenset({Permission.READ, Permission.STORE, Permission.COHORTS, Permission.LINK})
+PARTITION_SCOPED = frozenset(
+    {Permission.READ, Permission.STORE, Permission.COHORTS, Permission.LINK, Permission.FEDERATION_REQUEST}
+)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
@@ -71,7 +76,16 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.INGEST: frozenset({Permission.STORE}),
-    Role.RESEARCHER: frozenset({Permission.READ, Permission.PROJECTS, Permission.COHORTS, Permission.LINK}),
+    Role.RESEARCHER: frozenset(
+        {
+            Permission.READ,
+            Permission.PROJECTS,
+            Permission.COHORTS,
+            Permission.LINK,
+            Permission.FEDERATED_QUERY,
+            Permission.FEDERATION_REQUEST,
+        }
+    ),
 }
 
 
