@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import cast
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -47,8 +48,9 @@ def _known() -> dict[tuple[str, str], str]:
     from pydicom.sr._concepts_dict import concepts  # a large module: imported only when needed
     from pydicom.sr._snomed_dict import mapping
 
+    tables = cast(dict[str, dict[str, dict[str, tuple[str, list[int]]]]], concepts)
     known: dict[tuple[str, str], str] = {}
-    for scheme, by_keyword in concepts.items():
+    for scheme, by_keyword in tables.items():
         for codes in by_keyword.values():
             for value, (meaning, _cids) in codes.items():
                 known[(scheme, value)] = meaning

@@ -36,10 +36,10 @@ def restore_and_prune(src: Dataset, out: Dataset) -> None:
     """Fix one dataset level of `out` (made from `src`): required 2C attributes the walk removed come
     back empty, then each dependent whose condition no longer holds is removed."""
     for tag, triggers in REQUIRED_WHILE.items():
-        if tag in src._dict and tag not in out._dict and any(t in out._dict for t in triggers):
+        if tag in src and tag not in out and any(t in out for t in triggers):
             out[tag] = DataElement(tag, dictionary_VR(tag), None)
     for dependent, (subject, needs_value) in DEPENDENTS.items():
-        if dependent in out._dict:
-            elem = out._dict.get(subject)
+        if dependent in out:
+            elem = out.get(subject)
             if elem is None or (needs_value and not elem.value):
-                del out._dict[dependent]
+                del out[dependent]
