@@ -55,9 +55,9 @@ def _known() -> dict[tuple[str, str], str]:
             for value, (meaning, _cids) in codes.items():
                 known[(scheme, value)] = meaning
     for srt, sct in mapping["SRT"].items():  # legacy SNOMED-RT ids of the same concepts
-        meaning = known.get(("SCT", sct))
-        if meaning is not None:
-            known[("SRT", srt)] = meaning
+        sct_meaning = known.get(("SCT", sct))
+        if sct_meaning is not None:
+            known[("SRT", srt)] = sct_meaning
     return known
 
 
