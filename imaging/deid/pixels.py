@@ -180,12 +180,12 @@ def _neighbours(layer: np.ndarray) -> np.ndarray:
     """How many of its 8 neighbours each pixel of a boolean layer has in the layer."""
     padded = np.pad(layer, 1).astype(np.uint8)
     rows, columns = layer.shape
-    return sum(
-        padded[1 + dy : rows + 1 + dy, 1 + dx : columns + 1 + dx]
-        for dy in (-1, 0, 1)
-        for dx in (-1, 0, 1)
-        if dy or dx
-    )
+    count = np.zeros((rows, columns), dtype=np.uint8)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                count += padded[1 + dy : rows + 1 + dy, 1 + dx : columns + 1 + dx]
+    return count
 
 
 def _bright(image: Image.Image) -> np.ndarray:
@@ -208,7 +208,7 @@ def _whole_line(layer: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int,
     part of a word set in speckle): a gap wider than the line height ends it, and it grows by at most
     three times its width each way (a bright echo running through it is not text)."""
     x0, y0, x1, y1 = box
-    columns = layer[max(y0, 0) : y1].any(axis=0)
+    columns: np.ndarray = np.asarray(layer[max(y0, 0) : y1].any(axis=0))
     gap = max(y1 - y0, 4)
     left, right = max(x0 - 3 * (x1 - x0), 0), min(x1 + 3 * (x1 - x0), columns.size)
     while x0 > left and columns[max(x0 - gap, left) : x0].any():
