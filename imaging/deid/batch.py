@@ -12,6 +12,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from imaging.deid import part10
 from imaging.deid.engine import Deidentifier
 
 _SAFE_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -57,7 +58,7 @@ def _write_atomic(ds: pydicom.Dataset, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
     try:
         with os.fdopen(handle, "wb") as stream:
-            ds.save_as(stream, enforce_file_format=True)
+            part10.write(ds, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

@@ -17,12 +17,15 @@ from typing import cast
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
-CodeValue = 0x00080100
-CodingSchemeDesignator = 0x00080102
-CodeMeaning = 0x00080104
-LongCodeValue = 0x00080119
-URNCodeValue = 0x00080120
+from imaging.deid import raw
+
+CodeValue = BaseTag(0x00080100)
+CodingSchemeDesignator = BaseTag(0x00080102)
+CodeMeaning = BaseTag(0x00080104)
+LongCodeValue = BaseTag(0x00080119)
+URNCodeValue = BaseTag(0x00080120)
 CODE_VALUE_TAGS = (CodeValue, LongCodeValue, URNCodeValue)
 # The dummy code: a private coding scheme ('99' prefix, PS3.3 8.2) that means nothing but "removed".
 DUMMY_CODE = ("ANONYMIZED", "99DEID", "ANONYMIZED")
@@ -80,9 +83,15 @@ def known_code(item: Dataset) -> tuple[str, str, str] | None:
 
 
 def set_code(item: Dataset, value: str, scheme: str, meaning: str) -> None:
-    item[CodeValue] = DataElement(CodeValue, "SH", value)
-    item[CodingSchemeDesignator] = DataElement(CodingSchemeDesignator, "SH", scheme)
-    item[CodeMeaning] = DataElement(CodeMeaning, "LO", meaning)
+    for tag, vr, text in (
+        (CodeValue, "SH", value),
+        (CodingSchemeDesignator, "SH", scheme),
+        (CodeMeaning, "LO", meaning),
+    ):
+        if text.isascii() and "\\" not in text:
+            item._dict[tag] = raw.make(tag, vr, [text])  # the item's own encoding: none yet, ASCII is safe
+        else:
+            item[tag] = DataElement(tag, vr, text)
 
 
 def dummy_code_item() -> Dataset:

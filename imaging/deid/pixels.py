@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -30,6 +31,8 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
+
+from imaging.deid import raw
 
 RISKY_MODALITIES = frozenset({"US", "SC", "OT", "XA", "RF", "ES", "XC", "GM", "DOC", "SR", "IVUS", "OP"})
 RISKY_IMAGE_TYPES = frozenset({"SECONDARY", "DERIVED", "SCREEN SAVE", "SCREENSHOT", "DOSE REPORT"})
@@ -53,6 +56,8 @@ LOSSLESS_SYNTAXES = frozenset(
     }
 )
 _WORD = re.compile(r"[A-Za-z0-9]")
+_PixelData, _BurnedInAnnotation, _Modality = BaseTag(0x7FE00010), BaseTag(0x00280301), BaseTag(0x00080060)
+_ImageType, _SOPClassUID = BaseTag(0x00080008), BaseTag(0x00080016)
 
 
 @dataclass(frozen=True)
@@ -94,18 +99,17 @@ class PixelOutcome:
 
 def burned_in_risk(ds: Dataset) -> list[str]:
     """Why this image may carry burned-in text (empty: no header signal of risk)."""
-    if "PixelData" not in ds:
+    if _PixelData not in ds._dict:
         return []
     signals = []
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+    if raw.text(ds, _BurnedInAnnotation).upper() == "YES":
         signals.append("BurnedInAnnotation is YES")
-    if str(ds.get("Modality", "")).upper() in RISKY_MODALITIES:
-        signals.append(f"modality {str(ds.get('Modality')).upper()}")
-    image_type = ds.get("ImageType") or []
-    image_type = [image_type] if isinstance(image_type, str) else list(image_type)
-    if RISKY_IMAGE_TYPES & {str(v).upper() for v in image_type}:
+    modality = raw.text(ds, _Modality).upper()
+    if modality in RISKY_MODALITIES:
+        signals.append(f"modality {modality}")
+    if RISKY_IMAGE_TYPES & {v.upper() for v in raw.texts(ds, _ImageType)}:
         signals.append("image type secondary/derived/screen save")
-    if str(ds.get("SOPClassUID", "")).startswith(RISKY_SOP_PREFIXES):
+    if raw.text(ds, _SOPClassUID).startswith(RISKY_SOP_PREFIXES):
         signals.append("secondary capture SOP class")
     return signals
 

@@ -31,8 +31,10 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from imaging.deid import codes, conditions, graphics
+from imaging.deid import raw as raw_values
 from imaging.deid.actions import CLEAN, DUMMY, KEEP, CompiledProfile
 from imaging.deid.dates import shift_da, shift_dt
 from imaging.deid.iod import attribute_type, declared_type
@@ -44,12 +46,13 @@ from imaging.deid.text import clean_text, is_clean, phi_words
 if TYPE_CHECKING:
     from imaging.deid.engine import Deidentifier
 
-PatientID = 0x00100020
-PatientName = 0x00100010
+PatientID = BaseTag(0x00100020)
+PatientName = BaseTag(0x00100010)
 IssuerOfPatientID = 0x00100021
 TextValue = 0x0040A160
 ValueType = 0x0040A040
 Time = 0x0040A122
+SOPClassUID = 0x00080016
 TimezoneOffsetFromUTC = 0x00080201
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
@@ -102,6 +105,12 @@ def phi_values(ds: Dataset) -> list[str]:
     return values
 
 
+_PATIENT = frozenset({PatientID, PatientName})
+_NOT_SHARED = frozenset({"SQ", "UN", None})
+_DUMMY_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_SLOW = object()  # fast() cannot do it: apply() will
+
+
 def _copy(elem: DataElement) -> DataElement:
     """A copy that shares immutable values and copies lists, so the source is never mutated."""
     if isinstance(elem.value, MultiValue | list):
@@ -115,7 +124,7 @@ class Walk:
     def __init__(self, engine: Deidentifier, src: Dataset, pseudonym: str, offset: int | None) -> None:
         self.engine = engine
         self.compiled: CompiledProfile = engine.compiled
-        self.sop_class = str(src.get("SOPClassUID", ""))
+        self.sop_class = raw_values.text(src, SOPClassUID)
         self.pseudonym = pseudonym
         self.offset = offset
         self.uid_map: dict[str, str] = {}
@@ -181,11 +190,11 @@ class Walk:
         value = self._each(elem.value, self.uid) if elem.value else elem.value
         return DataElement(elem.tag, "UI", value)
 
-    def by_type(self, code: str, elem: DataElement, path: tuple[str, ...]) -> str:
+    def by_type(self, code: str, tag: int, path: tuple[str, ...]) -> str:
         """X/Z/D-style codes -> the least destructive action that keeps the IOD conformant."""
         if code == "X/Z/U*":
             return "U"  # keep references (their UIDs mapped consistently) so they still resolve
-        kind = attribute_type(self.sop_class, path, keyword_for_tag(elem.tag))
+        kind = attribute_type(self.sop_class, path, keyword_for_tag(tag))
         choices = code.split("/")
         if kind == 3:
             return "X" if "X" in choices else ("Z" if "Z" in choices else "D")
@@ -242,7 +251,7 @@ class Walk:
         self, code: str, elem: DataElement, path: tuple[str, ...], mode: int, item: Dataset
     ) -> DataElement | None:
         if "/" in code:
-            code = self.by_type(code, elem, path)
+            code = self.by_type(code, elem.tag, path)
         if code == "X" or code == "Z":
             # The table assumes X/Z attributes are optional; where this IOD requires one here, an
             # empty value (Type 2) or a dummy (Type 1) keeps the object as valid as it came.
@@ -272,6 +281,44 @@ class Walk:
                 return self.clean(elem, path, mode, item)
             return self.apply("X/Z/D", elem, path, mode, item)
         raise ValueError(f"no handler for action {code!r}")
+
+    def fast(self, code: str, raw: RawDataElement, path: tuple[str, ...], mode: int) -> object:
+        """apply() for the common cases of a raw ASCII string element, without parsing it: the new
+        raw element, None (removed), or _SLOW when apply() must do it."""
+        vr, tag = raw.VR, raw.tag
+        assert vr is not None
+        if "/" in code:
+            if code == "X/Z/U*":
+                return _SLOW
+            code = self.by_type(code, tag, path)
+        if code in ("X", "Z"):
+            required = declared_type(self.sop_class, path, keyword_for_tag(tag))
+            code = "D" if required == 1 else ("Z" if required == 2 else code)
+        if code == "X":
+            return None
+        if code == "Z":
+            return raw_values.make(tag, vr, [])
+        if code == "D":
+            if vr in DUMMY_VALUES or vr in _DUMMY_TEXT_VRS:
+                return raw_values.make(tag, vr, [DUMMY_VALUES.get(vr, DUMMY_TEXT)])
+            return _SLOW
+        if code not in ("U", "C", "DATE", "TIME"):
+            return _SLOW
+        items = raw_values.values(raw)
+        if not items:
+            return _SLOW
+        if vr == "UI" and code in ("U", "C"):
+            return raw_values.make(tag, vr, [self.uid(v) for v in items])
+        if vr in ("DA", "DT") and code in ("C", "DATE") and self.offset is not None and not self.keep_dates:
+            shift = shift_da if vr == "DA" else shift_dt
+            shifted = [shift(v, self.offset) for v in items]
+            if any(v is None for v in shifted):
+                return _SLOW  # unparseable: apply() removes it by Type
+            return raw_values.make(tag, vr, [v for v in shifted if v is not None])
+        dated_time = vr == "TM" and tag not in (Time, TimezoneOffsetFromUTC)
+        if dated_time and code in ("C", "TIME") and (self.keep_dates or self.offset is not None):
+            return raw  # a whole-day shift leaves the time of day of a dated event as it was
+        return _SLOW
 
     # --- datasets -----------------------------------------------------------------------------------
 
@@ -305,17 +352,16 @@ class Walk:
         content_item = ValueType in src
         graphic_groups: set[int] = set()
         private_kept: list[int] = []
-        get_item = src.get_item
         out_dict = out._dict
-        for tag in list(src.keys()):
+        raw_ok = implicit is False and little is True  # raw values are Explicit VR Little Endian
+        for tag, found in list(src._dict.items()):
             code = actions.get(tag)
-            if code == "K" and tag not in sq_tags:
-                raw = get_item(tag)
-                if isinstance(raw, RawDataElement) and raw.VR not in ("SQ", "UN", None):
-                    # Hot path: an unchanged raw element is immutable, so it is shared unparsed
-                    # (straight into the dict: a public, non-sequence element needs no bookkeeping).
-                    out_dict[tag] = raw
-                    continue
+            raw = found if type(found) is RawDataElement else None
+            if code == "K" and raw is not None and raw.VR not in _NOT_SHARED and tag not in sq_tags:
+                # Hot path: an unchanged raw element is immutable, so it is shared unparsed
+                # (straight into the dict: a public, non-sequence element needs no bookkeeping).
+                out_dict[tag] = raw
+                continue
             group = tag >> 16
             if group & 1:
                 if compiled.private_action == "C" and tag & 0xFFFF >= 0x1000:
@@ -324,15 +370,14 @@ class Walk:
                         out[tag] = copy.deepcopy(elem)
                         private_kept.append(tag)
                 continue
-            if graphics.is_overlay(group) or graphics.is_curve(group):
-                graphic_groups.add(group)
-                continue
             if code is None:
-                continue  # unknown public tag, group length, retired repeating group: removed
-            elem = src[tag]
-            if tag in (PatientID, PatientName):
+                if graphics.is_overlay(group) or graphics.is_curve(group):
+                    graphic_groups.add(group)
+                continue  # else unknown public tag, group length, retired repeating group: removed
+            if tag in _PATIENT:
                 if not path:
                     continue  # set to the pseudonym below
+                elem = src[tag]
                 if tag == PatientID and elem.value:
                     # Another patient's id in a nested item (e.g. a source patient): its own pseudonym.
                     issuer_elem = src.get(IssuerOfPatientID)
@@ -341,7 +386,13 @@ class Walk:
                     continue
             if content_item and tag == TextValue:
                 code = "C" if mode == CLEAN else "D"
-            new = self.apply(code, elem, path, mode, src)
+            if raw_ok and raw is not None and raw.VR in raw_values.STRING_VRS:
+                made = self.fast(code, raw, path, mode)
+                if isinstance(made, RawDataElement):
+                    out_dict[tag] = made
+                if made is not _SLOW:
+                    continue
+            new = self.apply(code, src[tag], path, mode, src)
             if new is not None:
                 out[tag] = new
         for kept in private_kept:  # keep the Private Creator of each block that kept an element
@@ -352,8 +403,8 @@ class Walk:
             self.graphics(src, out, graphic_groups)
         conditions.restore_and_prune(src, out)
         if not path:  # the patient is the pseudonym, whatever the source held (even nothing)
-            out[PatientName] = DataElement(PatientName, "PN", self.pseudonym)
-            out[PatientID] = DataElement(PatientID, "LO", self.pseudonym)
+            out_dict[PatientName] = raw_values.make(PatientName, "PN", [self.pseudonym])  # ASCII
+            out_dict[PatientID] = raw_values.make(PatientID, "LO", [self.pseudonym])
         return out
 
     def graphics(self, src: Dataset, out: Dataset, groups: set[int]) -> None:
