@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_sequence
 from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -168,3 +169,132 @@ def encode(ds: Dataset) -> bytes:
 
 def write(ds: Dataset, stream: BinaryIO) -> None:
     stream.write(encode(ds))
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+_VRS = frozenset(
+    vr.encode("ascii")
+    for vr in [
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
+)
+_META_HEADER = b"\x02\x00\x00\x00UL\x04\x00"
+
+
+def _elements(data: bytes, position: int, end: int, encodings: list[str]) -> dict[BaseTag, Any] | None:
+    """The elements of one Explicit VR Little Endian dataset level as dcmread gives them (raw
+    elements; undefined-length sequences parsed, as pydicom does), or None when in doubt."""
+    found: dict[BaseTag, Any] = {}
+    while position < end:
+        if position + 8 > end:
+            return None
+        group, element = struct.unpack_from("<HH", data, position)
+        vr = data[position + 4 : position + 6]
+        if group == 0xFFFE or vr not in _VRS:
+            return None  # a stray item/delimiter or an implicit VR element: pydicom's reader decides
+        tag = BaseTag(group << 16 | element)
+        if vr.decode("ascii") in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", data, position + 8)
+            start = position + 12
+        else:
+            (length,) = struct.unpack_from("<H", data, position + 6)
+            start = position + 8
+        name = vr.decode("ascii")
+        if length == _UNDEFINED:
+            if name == "SQ":
+                stream = DicomBytesIO(data)
+                stream.is_little_endian, stream.is_implicit_VR = True, False
+                stream.seek(start)
+                sequence = read_sequence(cast(BinaryIO, stream), False, True, _UNDEFINED, encodings)
+                found[tag] = DataElement(tag, "SQ", sequence, start, is_undefined_length=True)
+                position = stream.tell()
+                continue
+            if name not in ("OB", "OW"):
+                return None
+            stop = _after_items(data, start, end)  # encapsulated pixel data: items, then the delimiter
+            if stop is None:
+                return None
+            found[tag] = RawDataElement(tag, name, length, data[start:stop], start, False, True)
+            position = stop + 8
+            continue
+        if start + length > end:
+            return None
+        found[tag] = RawDataElement(tag, name, length, data[start : start + length], start, False, True)
+        if tag == SpecificCharacterSet:
+            encodings = convert_encodings(
+                [v.strip() for v in data[start : start + length].decode("ascii", "replace").split("\\")]
+            )
+        position = start + length
+    return found
+
+
+def _after_items(data: bytes, position: int, end: int) -> int | None:
+    """Where the Sequence Delimitation Item after the (defined-length) items at `position` starts."""
+    while position + 8 <= end:
+        tag, length = struct.unpack_from("<II", data, position)
+        if tag == 0xE0DDFFFE:
+            return position
+        if tag != 0xE000FFFE or length == _UNDEFINED:
+            return None
+        position += 8 + length
+    return None
+
+
+def read(data: bytes) -> Dataset | None:
+    """The dataset (with file_meta) of a Part 10 file in Explicit VR Little Endian or an
+    encapsulated syntax, as pydicom's dcmread gives it but parsed directly; None for anything else
+    (the caller then reads it with dcmread)."""
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:140] != _META_HEADER:
+        return None
+    (group_length,) = struct.unpack_from("<I", data, 140)
+    meta_end = 144 + group_length
+    meta_elements = _elements(data, 132, meta_end, ["iso8859"])
+    if meta_elements is None or TransferSyntaxUID not in meta_elements:
+        return None
+    syntax = UID(meta_elements[BaseTag(TransferSyntaxUID)].value.decode("ascii", "replace").rstrip("\x00 "))
+    if syntax != ExplicitVRLittleEndian and not syntax.is_encapsulated:
+        return None
+    elements = _elements(data, meta_end, len(data), ["iso8859"])
+    if elements is None:
+        return None
+    meta = FileMetaDataset()
+    meta._dict.update(meta_elements)
+    meta.set_original_encoding(False, True, "iso8859")
+    ds = Dataset(elements)
+    ds.file_meta = meta
+    ds.set_original_encoding(False, True, ds._character_set)
+    return ds

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from imaging.deid import Deidentifier, DeidOption, DeidProfile
-from imaging.deid.part10 import encode
+from imaging.deid.part10 import encode, read
 from tests.archive_fixtures import bundled_testdata_files
 from tests.deid import iod_fill
 from tests.deid.conftest import KEY
@@ -108,3 +108,52 @@ def test_sources_in_other_transfer_syntaxes(syntax: str) -> None:
     assert codes == ["113100", "113107"]
     assert again.ContentSequence[0].TextValue == "ANONYMIZED"
     assert again.StudyInstanceUID == out.StudyInstanceUID
+
+
+def _sources() -> dict[str, bytes]:
+    """Part 10 files: the corpus, the filled IODs, pydicom's test files (every syntax it ships)."""
+    files = {kind: _pydicom_bytes(ds) for kind, ds in build().datasets.items()}
+    for sop, kind in iod_fill.REPRESENTATIVE.items():
+        files[f"filled-{kind}"] = _pydicom_bytes(iod_fill.build(sop))
+    for path in bundled_testdata_files():
+        if path.suffix == ".dcm":
+            files[path.name] = path.read_bytes()
+    return files
+
+
+def test_the_reader_gives_dcmreads_elements_or_declines() -> None:
+    read_fast = 0
+    for name, data in _sources().items():
+        ours = read(data)
+        if ours is None:
+            continue  # another transfer syntax, or an odd file: dcmread reads it
+        read_fast += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = pydicom.dcmread(io.BytesIO(data))
+        assert ours.original_encoding == theirs.original_encoding, name
+        assert ours.original_character_set == theirs.original_character_set, name
+        assert list(ours._dict) == list(theirs._dict), name
+        for tag, element in theirs._dict.items():
+            assert ours._dict[tag] == element or ours[tag] == theirs[tag], (name, tag)
+        assert ours.file_meta == theirs.file_meta, name
+        deid = Deidentifier(key=KEY, profile=PROFILES["basic"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a, b = deid.deidentify(ours).dataset, deid.deidentify(theirs).dataset
+        assert (a is None) == (b is None), name
+        if a is not None and b is not None:
+            assert encode(a) == encode(b), name
+    assert read_fast > 30
+
+
+def test_the_reader_declines_what_it_does_not_handle() -> None:
+    ct = _pydicom_bytes(build().datasets["ct"])
+    assert read(ct) is not None
+    assert read(ct[:-7]) is None  # truncated
+    assert read(b"\x00" * 128 + b"DICX" + ct[132:]) is None  # not Part 10
+    implicit = build().datasets["ct"]
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    implicit.save_as(buffer, implicit_vr=True, enforce_file_format=True)
+    assert read(buffer.getvalue()) is None

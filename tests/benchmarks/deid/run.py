@@ -3,8 +3,8 @@
     python tests/benchmarks/deid/run.py [--count 200] [--size 512] [--repeats 5]
 
 Each engine reads every file, de-identifies it and writes the result, file to file, in one process
-(one core), after one warm-up instance (one-off loads): ours as `imaging deid` does it (pydicom's
-reader, the engine, the direct Part 10 writer), dicognito as its own command does (pydicom's reader,
+(one core), after one warm-up instance (one-off loads): ours as `imaging deid` does it (the direct
+Part 10 reader, the engine, the direct Part 10 writer), dicognito as its own command does (pydicom's reader,
 Anonymizer.anonymize, pydicom's writer). The figures are instances per CPU-second of the process and
 its children (OCR) (per core: the machine may be shared, so wall-clock rates are printed too), the median of `repeats` runs,
 the engines alternating run by run.
@@ -36,6 +36,7 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from imaging.deid import Deidentifier, DeidOption, DeidProfile, part10
+from imaging.deid.batch import read_file
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
 from tests.deid.corpus import build
 
@@ -81,7 +82,7 @@ def ours(profile: DeidProfile) -> Transform:
     engine = Deidentifier(key=os.urandom(32), profile=profile)
 
     def run(source: Path, target: Path) -> None:
-        result = engine.deidentify(pydicom.dcmread(source))
+        result = engine.deidentify(read_file(source))
         if result.dataset is None:
             raise SystemExit(f"{source.name} was quarantined")
         target.write_bytes(part10.encode(result.dataset))
