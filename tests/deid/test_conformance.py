@@ -50,10 +50,13 @@ class Checker:
     def __init__(self, dciodvfy: str, tmp: Path) -> None:
         self.dciodvfy, self.tmp = dciodvfy, tmp
         self._before: dict[int, set[str]] = {}
+        self._engines: dict[DeidProfile, Deidentifier] = {}
 
     def new_errors(self, objects: dict[str, Dataset], profile: DeidProfile) -> dict[str, list[str]]:
         """{object: errors its de-identified output has and it had not}; quarantined objects skipped."""
-        deid = Deidentifier(key=KEY, profile=profile)
+        if profile not in self._engines:
+            self._engines[profile] = Deidentifier(key=KEY, profile=profile)
+        deid = self._engines[profile]
         new: dict[str, list[str]] = {}
         for kind, ds in objects.items():
             result = deid.deidentify(ds)
