@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from imaging.deid import part10
 from imaging.deid.engine import Deidentifier
 
 _SAFE_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -47,6 +49,13 @@ def _path_part(uid: str, deidentifier: Deidentifier) -> str:
     return deidentifier.pseudonyms.uid_for("path:" + uid)
 
 
+def read_file(path: Path) -> pydicom.Dataset:
+    """A DICOM file: parsed directly when it is Explicit VR Little Endian or encapsulated (most),
+    else by pydicom's reader."""
+    data = path.read_bytes()
+    return part10.read(data) or pydicom.dcmread(io.BytesIO(data))
+
+
 def output_path(destination: Path, study: str, series: str, sop: str, deidentifier: Deidentifier) -> Path:
     parts = [_path_part(u or "unknown", deidentifier) for u in (study, series, sop)]
     return destination / parts[0] / parts[1] / f"{parts[2]}.dcm"
@@ -57,7 +66,7 @@ def _write_atomic(ds: pydicom.Dataset, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
     try:
         with os.fdopen(handle, "wb") as stream:
-            ds.save_as(stream, enforce_file_format=True)
+            part10.write(ds, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -81,7 +90,7 @@ def deidentify_paths(
     pseudonyms = deidentifier.pseudonyms
     for done, path in enumerate(files, start=1):
         try:
-            ds = pydicom.dcmread(path)
+            ds = read_file(path)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             report.skipped += 1
             if progress:

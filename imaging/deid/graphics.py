@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
+from imaging.deid import raw
 from imaging.deid.text import is_clean
+
+BitsAllocated, BitsStored, HighBit = 0x00280100, 0x00280101, 0x00280102
 
 # Text elements of an overlay / curve group: cleaned (or the group dropped) under Clean Graphics.
 OVERLAY_TEXT_ELEMENTS = frozenset({0x0022, 0x1500, 0x4000})  # Description, Label, Comments
@@ -51,9 +54,10 @@ def clear_unused_high_bits(ds: Dataset, pixel_data: bytes) -> bytes:
     Native (uncompressed) data only; returns the same object when there is nothing to clear, so that
     clean pixel data stays byte-identical.
     """
-    allocated = int(ds.get("BitsAllocated", 0) or 0)
-    stored = int(ds.get("BitsStored", allocated) or allocated)
-    high = int(ds.get("HighBit", stored - 1) if ds.get("HighBit") is not None else stored - 1)
+    allocated = raw.unsigned(ds, BitsAllocated) or 0
+    stored = raw.unsigned(ds, BitsStored) or allocated
+    high_bit = raw.unsigned(ds, HighBit)
+    high = stored - 1 if high_bit is None else high_bit
     if allocated not in (8, 16, 32) or stored >= allocated or not pixel_data:
         return pixel_data
     dtype = np.dtype({8: "<u1", 16: "<u2", 32: "<u4"}[allocated])

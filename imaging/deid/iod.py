@@ -14,29 +14,15 @@ import json
 import pkgutil
 from functools import lru_cache
 
-from pydicom._dicom_dict import DicomDictionary  # the public dictionary (re-exported by datadict)
-
-from imaging.deid.table import ATTRIBUTES
-
-_STRENGTH = {"1": 1, "1C": 1, "2": 2, "2C": 2, "3": 3}
-_RISKY_VRS = frozenset({"PN", "DA", "DT", "LT", "ST", "UT"})  # resolved by type when unlisted
-
-
-def _wanted_keywords() -> frozenset[str]:
-    """Keywords whose type can ever be asked: combined-code rows and the VRs of the fail-closed rules.
-
-    Indexing only these keeps the index small (the full tables hold ~100k entries).
-    """
-    wanted = set()
-    for tag, (_vr, _vm, _name, _retired, keyword) in DicomDictionary.items():
-        if keyword and (tag in ATTRIBUTES or _vr in _RISKY_VRS):
-            wanted.add(keyword)
-    return frozenset(wanted)
+# Types in order of strength (1 < 1C < 2 < 2C < 3), and the plain Type (1/2/3) of each.
+_STRENGTH = {"1": 1, "1C": 2, "2": 3, "2C": 4, "3": 5}
+_PLAIN = {1: 1, 2: 1, 3: 2, 4: 2, 5: 3}
+_WEAKEST = 5
 
 
 @lru_cache(maxsize=1)
 def _tables() -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, dict[tuple[str, ...], int]]]:
-    """(SOP class -> IOD, IOD -> modules, module -> {(path..., keyword): strongest type 1|2})."""
+    """(SOP class -> IOD, IOD -> modules, module -> {(path..., keyword): strongest type, as _STRENGTH})."""
 
     def load(name: str) -> object:
         data = pkgutil.get_data("highdicom", f"_standard/{name}")
@@ -48,15 +34,12 @@ def _tables() -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, dic
     iod_modules = load("iod_module_map.json")
     module_attributes = load("module_attribute_map.json")
     assert isinstance(sop_iod, dict) and isinstance(iod_modules, dict) and isinstance(module_attributes, dict)
-    wanted = _wanted_keywords()
     modules: dict[str, dict[tuple[str, ...], int]] = {}
     for module, attributes in module_attributes.items():
         index: dict[tuple[str, ...], int] = {}
         for attribute in attributes:
-            if attribute["keyword"] not in wanted:
-                continue
             key = (*attribute["path"], attribute["keyword"])
-            index[key] = min(_STRENGTH.get(attribute["type"], 3), index.get(key, 3))
+            index[key] = min(_STRENGTH.get(attribute["type"], _WEAKEST), index.get(key, _WEAKEST))
         modules[module] = index
     iods = {iod: tuple(m["key"] for m in entries) for iod, entries in iod_modules.items()}
     return sop_iod, iods, modules
@@ -71,16 +54,16 @@ def _iod_index(sop_class_uid: str) -> dict[tuple[str, ...], int] | None:
     merged: dict[tuple[str, ...], int] = {}
     for module in iods.get(iod, ()):
         for key, strength in modules.get(module, {}).items():
-            merged[key] = min(strength, merged.get(key, 3))
+            merged[key] = min(strength, merged.get(key, _WEAKEST))
     # Fallbacks: ("<parent>", "*", keyword) and ("*", keyword) hold the strongest type seen there.
     fallback: dict[tuple[str, ...], int] = {}
     for key, strength in merged.items():
         *path, keyword = key
         if path:
             parent = (path[-1], "*", keyword)
-            fallback[parent] = min(strength, fallback.get(parent, 3))
+            fallback[parent] = min(strength, fallback.get(parent, _WEAKEST))
         anywhere = ("*", keyword)
-        fallback[anywhere] = min(strength, fallback.get(anywhere, 3))
+        fallback[anywhere] = min(strength, fallback.get(anywhere, _WEAKEST))
     merged.update(fallback)
     return merged
 
@@ -93,10 +76,25 @@ def attribute_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> i
         return 1
     exact = index.get((*path, keyword))
     if exact is not None:
-        return exact
+        return _PLAIN[exact]
     if not path:
         return 3
     parent = index.get((path[-1], "*", keyword))
     if parent is not None:
-        return parent
-    return index.get(("*", keyword), 3)
+        return _PLAIN[parent]
+    return _PLAIN[index.get(("*", keyword), _WEAKEST)]
+
+
+@lru_cache(maxsize=65536)
+def declared_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> int | None:
+    """1 or 2 where the IOD requires `keyword` at exactly this `path` without condition, else None.
+
+    Unlike attribute_type(), no fallback and no conditional types: a removal is turned into a dummy or
+    an empty value only where the IOD itself always requires the attribute there (conditions that
+    de-identification can break are handled by conditions.py).
+    """
+    index = _iod_index(sop_class_uid)
+    if index is None or not keyword:
+        return None
+    kind = index.get((*path, keyword))
+    return {1: 1, 3: 2}.get(kind) if kind is not None else None

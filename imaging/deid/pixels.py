@@ -2,9 +2,12 @@
 
 Pipeline (offline): header heuristics decide whether an image is at risk -> device signature masks
 (and, for ultrasound, everything outside SequenceOfUltrasoundRegions) are blanked -> each frame is
-decompressed, windowed to 8 bits and read with tesseract -> every word found is blanked -> the frame is
-read again, and any text still found (or any failure along the way) means doubt, so the caller
-quarantines. Compressed images are decoded first; modified pixels are written uncompressed.
+decompressed, windowed to 8 bits and read with tesseract (for ultrasound, inside its regions, only the
+layer of pixels at the top of the range: tissue speckle reads as garbage words) -> every word found is
+blanked -> the frame is read again, and any text still found (or a header PHI value, or any failure
+along the way) means doubt, so the caller quarantines. An ultrasound image without regions is
+quarantined: nothing says where its image ends and its text begins. Compressed images are decoded
+first; modified pixels are written uncompressed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -28,6 +32,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from imaging.deid import raw
+
 RISKY_MODALITIES = frozenset({"US", "SC", "OT", "XA", "RF", "ES", "XC", "GM", "DOC", "SR", "IVUS", "OP"})
 RISKY_IMAGE_TYPES = frozenset({"SECONDARY", "DERIVED", "SCREEN SAVE", "SCREENSHOT", "DOSE REPORT"})
 RISKY_SOP_PREFIXES = (
@@ -36,6 +42,9 @@ RISKY_SOP_PREFIXES = (
 )
 MAX_OCR_FRAMES = 300  # beyond this the work is not done and the instance is quarantined (doubt)
 _MIN_CONFIDENCE_REMAINING = 40.0
+_MIN_CONFIDENCE_STRICT = 60.0
+TEXT_LEVEL = 230  # of 255: where the text layer of an ultrasound frame starts
+EDGE_LEVEL = 140  # of 255: the anti-aliased edges of its strokes
 LOSSLESS_SYNTAXES = frozenset(
     {
         RLELossless,
@@ -47,6 +56,8 @@ LOSSLESS_SYNTAXES = frozenset(
     }
 )
 _WORD = re.compile(r"[A-Za-z0-9]")
+_PixelData, _BurnedInAnnotation, _Modality = BaseTag(0x7FE00010), BaseTag(0x00280301), BaseTag(0x00080060)
+_ImageType, _SOPClassUID = BaseTag(0x00080008), BaseTag(0x00080016)
 
 
 @dataclass(frozen=True)
@@ -88,18 +99,17 @@ class PixelOutcome:
 
 def burned_in_risk(ds: Dataset) -> list[str]:
     """Why this image may carry burned-in text (empty: no header signal of risk)."""
-    if "PixelData" not in ds:
+    if _PixelData not in ds._dict:
         return []
     signals = []
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+    if raw.text(ds, _BurnedInAnnotation).upper() == "YES":
         signals.append("BurnedInAnnotation is YES")
-    if str(ds.get("Modality", "")).upper() in RISKY_MODALITIES:
-        signals.append(f"modality {str(ds.get('Modality')).upper()}")
-    image_type = ds.get("ImageType") or []
-    image_type = [image_type] if isinstance(image_type, str) else list(image_type)
-    if RISKY_IMAGE_TYPES & {str(v).upper() for v in image_type}:
+    modality = raw.text(ds, _Modality).upper()
+    if modality in RISKY_MODALITIES:
+        signals.append(f"modality {modality}")
+    if RISKY_IMAGE_TYPES & {v.upper() for v in raw.texts(ds, _ImageType)}:
         signals.append("image type secondary/derived/screen save")
-    if str(ds.get("SOPClassUID", "")).startswith(RISKY_SOP_PREFIXES):
+    if raw.text(ds, _SOPClassUID).startswith(RISKY_SOP_PREFIXES):
         signals.append("secondary capture SOP class")
     return signals
 
@@ -155,6 +165,7 @@ def normalise(text: str) -> str:
 
 
 def _phi_matches(words: list[tuple[str, float, tuple[int, int, int, int]]], phi: frozenset[str]) -> int:
+    """How many words match (part of) a header PHI value."""
     found = 0
     for text, _conf, _box in words:
         token = normalise(text)
@@ -167,6 +178,60 @@ def bitmap_has_text(bitmap: np.ndarray) -> bool:
     """Whether tesseract reads any word in a 0/1 bitmap (an overlay plane)."""
     image = Image.fromarray((bitmap > 0).astype(np.uint8) * 255, mode="L")
     return bool(_ocr_words(image))
+
+
+def _neighbours(layer: np.ndarray) -> np.ndarray:
+    """How many of its 8 neighbours each pixel of a boolean layer has in the layer."""
+    padded = np.pad(layer, 1).astype(np.uint8)
+    rows, columns = layer.shape
+    count = np.zeros((rows, columns), dtype=np.uint8)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                count += padded[1 + dy : rows + 1 + dy, 1 + dx : columns + 1 + dx]
+    return count
+
+
+def _bright(image: Image.Image) -> np.ndarray:
+    """Strokes of burned-in text and graphics: pixels at the top of the 8-bit range that touch two
+    others like them (not the isolated bright dots of speckle), grown by one pixel into their
+    anti-aliased edges."""
+    grey = np.asarray(image)
+    top = grey >= TEXT_LEVEL
+    core = top & (_neighbours(top) >= 2)
+    return (core | (_neighbours(core) > 0)) & (grey >= EDGE_LEVEL)
+
+
+def _text_layer(image: Image.Image) -> Image.Image:
+    """Dark text on white, for OCR: the bright strokes of `image`."""
+    return Image.fromarray(np.where(_bright(image), 0, 255).astype(np.uint8), mode="L")
+
+
+def _whole_line(layer: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """`box` widened over the bright strokes that continue it left and right (OCR often reads only
+    part of a word set in speckle): a gap wider than the line height ends it, and it grows by at most
+    three times its width each way (a bright echo running through it is not text)."""
+    x0, y0, x1, y1 = box
+    columns: np.ndarray = np.asarray(layer[max(y0, 0) : y1].any(axis=0))
+    gap = max(y1 - y0, 4)
+    left, right = max(x0 - 3 * (x1 - x0), 0), min(x1 + 3 * (x1 - x0), columns.size)
+    while x0 > left and columns[max(x0 - gap, left) : x0].any():
+        x0 = max(x0 - gap, left) + int(np.argmax(columns[max(x0 - gap, left) : x0]))
+    while x1 < right and columns[x1 : min(x1 + gap, right)].any():
+        x1 = x1 + int(np.flatnonzero(columns[x1 : min(x1 + gap, right)])[-1]) + 1
+    return x0, y0, x1, y1
+
+
+def _looks_like_text(word: tuple[str, float, tuple[int, int, int, int]], strict: bool) -> bool:
+    """Whether a word read after masking is text to worry about (else OCR noise).
+
+    Strict (ultrasound text layer): confident, with three characters; bright echoes make short,
+    unsure readings that are not text.
+    """
+    text, confidence, _box = word
+    if strict:
+        return confidence >= _MIN_CONFIDENCE_STRICT and len(_WORD.findall(text)) >= 3
+    return confidence >= _MIN_CONFIDENCE_REMAINING
 
 
 def _ultrasound_keep_mask(ds: Dataset, rows: int, columns: int) -> np.ndarray | None:
@@ -216,7 +281,8 @@ class PixelCleaner:
             if mask.matches(ds):
                 for x0, y0, x1, y1 in mask.rectangles:
                     frames[:, y0:y1, x0:x1] = fill
-        if str(ds.get("Modality", "")).upper() == "US":
+        ultrasound = str(ds.get("Modality", "")).upper() == "US"
+        if ultrasound:
             keep = _ultrasound_keep_mask(ds, rows, columns)
             if keep is None:
                 outcome.reasons.append("ultrasound without SequenceOfUltrasoundRegions")
@@ -224,19 +290,22 @@ class PixelCleaner:
                 return outcome
             frames[:, ~keep] = fill
 
+        # Ultrasound: what is left is the image itself, whose speckle reads as hundreds of garbage "words"
+        # (masking them would punch holes all over it, and some would always remain); burned-in text
+        # there is drawn at the top of the display range, so OCR reads that layer alone.
+        read = _text_layer if ultrasound else (lambda image: image)
         phi_found = 0
         for index in range(frames.shape[0]):
-            words = _ocr_words(_to_8bit(frames[index], monochrome1))
+            image = _to_8bit(frames[index], monochrome1)
+            words = _ocr_words(read(image))
             phi_found += _phi_matches(words, phi)
-            for _text, _conf, (x0, y0, x1, y1) in words:
+            layer = _bright(image) if ultrasound else None
+            for _text, _conf, box in words:
+                x0, y0, x1, y1 = box if layer is None else _whole_line(layer, box)
                 pad = 2
                 frames[index, max(y0 - pad, 0) : y1 + pad, max(x0 - pad, 0) : x1 + pad] = fill
-            remaining = [
-                w
-                for w in _ocr_words(_to_8bit(frames[index], monochrome1))
-                if w[1] >= _MIN_CONFIDENCE_REMAINING
-            ]
-            if remaining:
+            after = _ocr_words(read(_to_8bit(frames[index], monochrome1)))
+            if any(_looks_like_text(w, ultrasound) for w in after) or _phi_matches(after, phi):
                 outcome.passed = False
                 outcome.reasons.append(f"text remains in frame {index + 1} after masking")
         if phi_found:
