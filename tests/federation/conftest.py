@@ -28,7 +28,9 @@ from imaging.federation.criteria import CohortDefinition, matching_studies
 from imaging.federation.keys import public_key_pem
 from imaging.federation.peers import set_peer
 from imaging.index.schema import Study
+from imaging.ingest.partitions import project_exists
 from imaging.jobs.runner import JobRunner
+from imaging.research.projects import create_project
 from imaging.sharing.delivery import register as register_sharing
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
 from tests.archive_fixtures import *  # noqa: F403  (make_archive)
@@ -105,6 +107,14 @@ class Site:
         return self.archive.settings.federation_site_id
 
     def http(self, token: str = "admin") -> httpx.Client:
+        if token not in self.tokens and token == "researcher":
+            # Minted at first use: a researcher token opens only a project older than itself. A test that
+            # needs its own key for the project creates it first.
+            with self.archive.db.read() as session:
+                exists = project_exists(session, PROJECT)
+            if not exists:
+                create_project(self.archive, PROJECT, key=PROJECT_KEY)
+            self.tokens["researcher"] = add_token(self.archive, "researcher", PROJECT)
         return httpx.Client(
             base_url=self.server.url, headers={"Authorization": f"Bearer {self.tokens[token]}"}, timeout=60
         )
@@ -203,10 +213,7 @@ def make_site(make_archive: Callable[..., Archive], tmp_path: Path) -> Iterator[
         servers.append(server)
         runner = JobRunner(archive)
         register_sharing(runner, archive)
-        tokens = {
-            "admin": add_token(archive, "admin"),
-            "researcher": add_token(archive, "researcher", PROJECT),
-        }
+        tokens = {"admin": add_token(archive, "admin")}
         tokens["clinician"] = add_token(archive, "clinician")
         return Site(name, archive, server, runner, tokens)
 
