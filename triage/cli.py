@@ -13,6 +13,7 @@ import typer
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import MediaStorageDirectoryStorage as MEDIA_DIRECTORY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AI triage with a pinned MONAI bundle.")
 
@@ -33,7 +34,16 @@ def read_series(paths: Iterable[Path], unreadable: list[str] | None = None) -> d
                 if unreadable is not None:
                     unreadable.append(f"{file}: {type(error).__name__}")
                 continue
-            if "PixelData" in ds and "SeriesInstanceUID" in ds:
+            if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
+                # pydicom reads truncated files without complaint: one that stops before its identifiers
+                # is reported, not silently dropped (a DICOMDIR has none and is not an instance).
+                directory = (
+                    getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") == MEDIA_DIRECTORY
+                )
+                if unreadable is not None and not directory:
+                    unreadable.append(f"{file}: incomplete DICOM file (no SOP Instance or Series UID)")
+                continue
+            if "PixelData" in ds:
                 series[str(ds.SeriesInstanceUID)].append(ds)
     return dict(series)
 

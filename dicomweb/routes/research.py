@@ -108,6 +108,8 @@ def triage_results(study: str, request: Request) -> JSONResponse:
                     "SeriesInstanceUID": o.SeriesInstanceUID,
                     "bundle_version": o.bundle_version,
                     "selected": o.selected,
+                    "status": o.status,
+                    "error": o.error,
                     "priority": o.priority,
                     "findings": o.findings,
                     "sr_sop_instance_uid": o.sr_sop_instance_uid,

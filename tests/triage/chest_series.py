@@ -23,6 +23,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+_RENDERED: dict[str, tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]] = {}
+
 # Patient positions -> (row direction, column direction) in LPS, as scanners write them.
 ORIENTATIONS = {
     "HFS": ([1, 0, 0], [0, 1, 0]),
@@ -68,7 +70,9 @@ class ChestSeries:
         hu[body] = -90.0
         hu[(x / 150) ** 2 + (y / 106) ** 2 <= 1] = 50.0
         for side in (-1, 1):
-            lung = (np.abs(x - side * 72) / 58) ** 2.5 + (np.abs(y + 2) / 82) ** 2.5 + (np.abs(z - zc) / 115) ** 2.5 <= 1
+            lung = (np.abs(x - side * 72) / 58) ** 2.5 + (np.abs(y + 2) / 82) ** 2.5 + (
+                np.abs(z - zc) / 115
+            ) ** 2.5 <= 1
             hu[lung] = -860.0
         # Ribs: rings of radius 6 mm round the lungs every 25 mm along z.
         ring = np.sqrt((x / 139) ** 2 + (y / 96) ** 2)
@@ -106,6 +110,28 @@ class ChestSeries:
         return row, column, positions
 
     def hu_volume(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+        """(HU planes in instance order, their positions, row and column directions); rendered once per
+        geometry (storage and attribute variants of one geometry share it)."""
+        key = repr(
+            (
+                self.rows,
+                self.columns,
+                self.slices,
+                self.pixel_mm,
+                self.thickness_mm,
+                self.origin_offset,
+                self.position,
+                self.targets,
+                self.noise_hu,
+                self.seed,
+                self.z_top,
+            )
+        )
+        if key not in _RENDERED:
+            _RENDERED[key] = self._render()
+        return _RENDERED[key]
+
+    def _render(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
         row, column, positions = self.geometry()
         rng = np.random.default_rng(self.seed)
         jj, ii = np.mgrid[0 : self.rows, 0 : self.columns]
@@ -116,6 +142,9 @@ class ChestSeries:
             hu = self.hu_at(points - offset)  # anatomy is fixed to the patient; the offset moves the grid
             planes.append(hu + rng.normal(0, self.noise_hu, hu.shape))
         return np.stack(planes), positions, row, column
+
+    def target_lps(self, n: int = 0) -> np.ndarray:
+        return np.asarray(self.targets[n].centre) + np.asarray(self.origin_offset)
 
     def datasets(self) -> list[Dataset]:
         planes, positions, row, column = self.hu_volume()
@@ -156,7 +185,10 @@ class ChestSeries:
         orientation.ImageOrientationPatient = [*map(float, row), *map(float, column)]
         transformation = Dataset()
         stored = _store(Dataset(), planes, self.storage)
-        transformation.RescaleIntercept, transformation.RescaleSlope = stored.RescaleIntercept, stored.RescaleSlope
+        transformation.RescaleIntercept, transformation.RescaleSlope = (
+            stored.RescaleIntercept,
+            stored.RescaleSlope,
+        )
         transformation.RescaleType = "HU"
         shared.PixelMeasuresSequence = Sequence([measures])
         shared.PlaneOrientationSequence = Sequence([orientation])
@@ -176,7 +208,11 @@ class ChestSeries:
         ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
         for keyword in ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated"):
             setattr(ds, keyword, getattr(stored, keyword))
-        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = stored.BitsStored, stored.HighBit, stored.PixelRepresentation
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+            stored.BitsStored,
+            stored.HighBit,
+            stored.PixelRepresentation,
+        )
         ds.PixelData = stored.PixelData
         for keyword, value in self.attributes.items():
             setattr(ds, keyword, value)
