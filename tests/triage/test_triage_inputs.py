@@ -257,6 +257,10 @@ def broken(base: list[Dataset], kind: str) -> list[Dataset]:
     if kind == "no position":
         del datasets[7].ImagePositionPatient
         return datasets
+    if kind == "no frame of reference":
+        for ds in datasets:
+            del ds.FrameOfReferenceUID
+        return datasets
     if kind == "undecodable":
         for ds in datasets:
             ds.file_meta.TransferSyntaxUID = JPEGLSLossless
@@ -273,6 +277,7 @@ REFUSALS = {
     "size": "slices differ in size",
     "no position": "lacks ImagePositionPatient",
     "undecodable": "cannot be decoded",
+    "no frame of reference": "no FrameOfReferenceUID",
 }
 
 

@@ -39,7 +39,7 @@ def test_planted_nodules_are_found_with_position_size_and_priority(
         assert 0.6 <= finding.score <= 1.0
     assert nodule_result.priority is Priority.HIGH  # a 12 mm nodule
     assert set(nodule_result.timings) >= {"decode", "preprocess", "inference", "encode"}
-    assert nodule_result.bundle_version == "0.1.0"
+    assert nodule_result.bundle_version == "0.2.0"
 
 
 def test_nodule_free_series_has_no_findings(clean_result: TriageResult, clean_series: list[Dataset]) -> None:

@@ -143,21 +143,27 @@ def metadata(training: dict[str, Any], evaluation: dict[str, Any] | None = None)
 
 README = f"""# {BUNDLE_NAME}
 
-A small 3D UNet (MONAI `UNet`, channels 8-16-32-64, 2 residual units, batch norm) that segments spherical
-lung nodules in chest CT resampled to {SPACING_MM:g} mm isotropic. It was trained **only on synthetic
-phantoms** (body ellipse, fat rim, spine, lungs at about -850 HU with vessel-like tubes, spherical
-soft-tissue nodules of 3-15 mm, Gaussian noise) so that the archive's triage pipeline runs offline
-and in CI through the same bundle-loading path a real Model Zoo bundle uses.
+A 3D UNet (MONAI `UNet`, channels 16-32-64-128, one residual unit, batch norm) that segments solid lung
+nodules in chest CT brought to {SPACING_MM:g} mm voxels. It was trained **only on synthetic phantoms**
+(`triage/training/phantom.py`: chest wall with fat, muscle, ribs and cartilage, sternum, spine; mediastinum
+with heart and aorta; lungs cut by the diaphragm domes over liver, spleen and stomach gas; branching
+vessel trees and an airway tree; isolated, juxtapleural and juxtavascular nodules of 3-24 mm), rendered
+like a scanner would (`triage/training/render.py`: slice profile, kernel sharpness, noise texture, voxel
+sizes), so that the archive's triage pipeline runs offline and in CI through the same bundle-loading path
+a real Model Zoo bundle uses.
 
 **Not for clinical or diagnostic use.** It has never seen a real CT.
 
 - Regenerate: `python -m triage.training.train` (seed, steps, threads and time recorded in
   `configs/metadata.json`; identical weights for the same seed, torch version and thread count).
-- Evaluate: `python -m triage.training.evaluate` (held-out seeds: per-nodule sensitivity for
-  nodules >= 6 mm and false positives per scan; figures recorded in `configs/metadata.json`).
-- Input: 1 channel, HU clipped to [-1000, 400] and scaled to [0, 1], LPS orientation.
-- Output: 1 channel logit; sigmoid gives the per-voxel nodule probability (soft partial-volume
-  target, so the sum of probabilities times the voxel volume estimates the nodule volume).
+- Evaluate: `python -m triage.training.evaluate --output froc.json` (held-out phantoms from other
+  anatomy, voxel sizes, kernels, noise levels and patient positions; FROC table and operating point,
+  recorded in `configs/metadata.json` with `--record`).
+- Preprocessing: LPS orientation, `triage.transforms.AreaSpacingd` to {SPACING_MM:g} mm (area averaging where
+  down-sampling), HU clipped to [{HU_WINDOW[0]:g}, {HU_WINDOW[1]:g}] and scaled to [0, 1].
+- Output: 1 channel logit; its sigmoid (the bundle's post-processing) is the per-voxel nodule probability
+  (soft partial-volume target: the sum of probabilities times the voxel volume estimates the nodule volume).
+- The pipeline keeps findings within the lung fields (`triage/lungs.py`, `"lung_mask"` in the triage block).
 """
 
 

@@ -207,9 +207,7 @@ def random_phantom(
         gas = ((lx + float(rng.uniform(-10, 10)), ly - 15, anatomy.dome_tops[1] - radius - 8), radius)
     airway_points = [a.segment.start for a in airways if a.segment.radius_mm < 4]
     # Vessels seen across, where they look most like a nodule on a slice: midpoints of thicker segments.
-    midpoints = [
-        _tuple((np.asarray(v.start) + np.asarray(v.end)) / 2) for v in vessels if v.radius_mm >= 1.5
-    ]
+    midpoints = [_tuple((np.asarray(v.start) + np.asarray(v.end)) / 2) for v in vessels if v.radius_mm >= 1.5]
     return Phantom(
         anatomy=anatomy,
         ribs=ribs,

@@ -102,7 +102,7 @@ def model_grid_sample(seed: int, ranges: ScanRanges = ScanRanges()) -> dict[str,
         for p in points:
             i = np.rint((inverse @ np.append(p, 1.0))[:3]).astype(int)
             if np.all(i >= 0) and np.all(i < model_grid.shape):
-                found.append(tuple(int(v) for v in i))
+                found.append((int(i[0]), int(i[1]), int(i[2])))
         return found
 
     return {
