@@ -75,9 +75,9 @@ class BundleTransforms:
         result = data[self.image_key]
         if not isinstance(result, MetaTensor) or result.ndim != 4:
             raise BundleConfigError("the bundle's preprocessing did not produce a (C, X, Y, Z) image")
-        return result.to(device)
+        return result.to(device)  # type: ignore[return-value]  # .to keeps the MetaTensor
 
-    def postprocess(self, prediction: Mapping[Hashable, Any], image: MetaTensor) -> dict[Hashable, Any]:
+    def postprocess(self, prediction: Mapping[Any, Any], image: MetaTensor) -> dict[Hashable, Any]:
         """The bundle's post-processing on one prediction, with the model input beside it (box transforms
         read its affine and size, as the Model Zoo detection bundle's handlers pass it)."""
         return self._run(self.postprocessing, {**prediction, self.image_key: image})
@@ -99,7 +99,7 @@ class BundleTransforms:
     @staticmethod
     def _run(transforms: list[Callable[..., Any]], data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         for transform in transforms:
-            data = apply_transform(transform, data)
+            data = apply_transform(transform, data)  # type: ignore[assignment]  # a dict in, a dict out
         return data
 
 

@@ -117,7 +117,8 @@ def findings_from_boxes(
     volume: the inscribed ellipsoid."""
     if len(boxes) == 0:
         return []
-    corners = convert_box_mode(torch.as_tensor(boxes).float().cpu(), src_mode=mode, dst_mode="xyzxyz").numpy()
+    converted = convert_box_mode(torch.as_tensor(boxes).float().cpu(), src_mode=mode, dst_mode="xyzxyz")
+    corners = np.asarray(torch.as_tensor(converted))
     lo, hi = corners[:, :3], corners[:, 3:]
     centres = (lo + hi) / 2
     if frame == "voxel":

@@ -49,6 +49,8 @@ def frames_of(datasets: Sequence[Dataset]) -> list[Frame]:
         )
     if len({str(getattr(ds, "StudyInstanceUID", "")) for ds in instances}) != 1:
         raise VolumeError("instances of one series in different studies")
+    if any(not getattr(ds, "FrameOfReferenceUID", "") for ds in instances):
+        raise VolumeError("no FrameOfReferenceUID: findings could not be placed in patient coordinates")
     missing_pixels = sum("PixelData" not in ds for ds in instances)
     if missing_pixels:
         raise VolumeError(f"{missing_pixels} of {len(instances)} instances have no pixel data")
@@ -117,7 +119,7 @@ def sort_frames(frames: Sequence[Frame]) -> tuple[list[Frame], np.ndarray]:
 
 def _floats(value: object, count: int, keyword: str) -> np.ndarray:
     try:
-        array = np.asarray([float(v) for v in value], float)  # type: ignore[attr-defined]
+        array = np.array([float(v) for v in value], dtype=np.float64)  # type: ignore[attr-defined]
     except (TypeError, ValueError) as error:
         raise VolumeError(f"{keyword} is not numeric") from error
     if array.shape != (count,) or not np.all(np.isfinite(array)):

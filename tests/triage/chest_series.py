@@ -69,22 +69,24 @@ class ChestSeries:
         body = (x / 165) ** 2 + (y / 120) ** 2 <= 1
         hu[body] = -90.0
         hu[(x / 150) ** 2 + (y / 106) ** 2 <= 1] = 50.0
+        # Ribs: rings of radius 6 mm round the chest every 25 mm along z (the lungs, painted next, stay clear).
+        ring = np.sqrt((x / 139) ** 2 + (y / 96) ** 2)
+        on_rib = (np.abs(ring - 1.0) * 100 < 5) & (np.abs(((z - zc) % 25) - 12.5) < 5)
+        hu[on_rib & (y > -60)] = 600.0
         for side in (-1, 1):
             lung = (np.abs(x - side * 72) / 58) ** 2.5 + (np.abs(y + 2) / 82) ** 2.5 + (
                 np.abs(z - zc) / 115
             ) ** 2.5 <= 1
             hu[lung] = -860.0
-        # Ribs: rings of radius 6 mm round the lungs every 25 mm along z.
-        ring = np.sqrt((x / 139) ** 2 + (y / 96) ** 2)
-        on_rib = (np.abs(ring - 1.0) * 100 < 5) & (np.abs(((z - zc) % 25) - 12.5) < 5)
-        hu[on_rib & (y > -60)] = 600.0
-        hu[(np.abs(x - 15) < 45) & (np.abs(y + 40) < 40) & (np.abs(z - zc + 40) < 45)] = 45.0  # heart
-        # Vessels: straight cylinders through each lung.
+        # Heart: a rounded box (super-ellipsoid) in front of the spine, left of the midline.
+        heart = (np.abs(x - 15) / 50) ** 4 + (np.abs(y + 40) / 42) ** 4 + (np.abs(z - zc + 40) / 48) ** 4 <= 1
+        hu[heart] = 45.0
+        # Vessels: straight cylinders from each hilum through the lung.
         for side in (-1, 1):
             for angle, radius in ((0.3, 3.0), (1.2, 2.2), (2.2, 1.6), (2.8, 2.5)):
                 d = np.array([np.cos(angle), np.sin(angle) * 0.6, 0.5])
                 d /= np.linalg.norm(d)
-                a = np.array([side * 60.0, 0.0, zc])
+                a = np.array([side * 14.0, 0.0, zc])  # from the hilum, in the mediastinum
                 p = points - a
                 along = p @ d
                 distance2 = (p**2).sum(-1) - along**2

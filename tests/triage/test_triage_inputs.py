@@ -207,8 +207,9 @@ def test_enhanced_ct_multi_frame(
     assert np.array_equal(volume.hu, build_volume(base_series).hu)
     assert [f.frame_number for f in volume.frames] == list(range(100, 0, -1))  # frame 1 is the top slice
     result = pipeline.run([enhanced])
-    assert [f.position_lps for f in result.findings] == pytest.approx(
-        [f.position_lps for f in base_result.findings]
+    assert np.allclose(
+        np.reshape([f.position_lps for f in result.findings], (-1, 3)),
+        np.reshape([f.position_lps for f in base_result.findings], (-1, 3)),
     )
     # The SR's regions and the SEG's frames reference frames of the one Enhanced CT instance.
     referenced = [
