@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from pydicom import dcmread
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from imaging.synthetic import SyntheticStudy, ct_series
 from tests.triage.chest_series import ChestSeries
+from tests.triage.conftest import planted_phantom
 from triage.cli import app, read_series
 
 
@@ -36,7 +38,8 @@ def test_run_prints_findings_as_json_and_writes_sr_and_seg(
     [series] = report["results"]
     assert series["SeriesInstanceUID"] == nodule_series[0].SeriesInstanceUID
     assert series["priority"] == "HIGH"
-    assert len([f for f in series["findings"] if f["diameter_mm"] >= 6]) == 3
+    for nodule in planted_phantom().nodules:  # each planted nodule (6.5, 9, 12 mm) is reported
+        assert any(math.dist(f["position_lps"], nodule.center_lps) < 5 for f in series["findings"])
     assert {"position_lps", "diameter_mm", "score"} <= set(series["findings"][0])
     [skipped] = report["skipped"]
     assert skipped["SeriesInstanceUID"] == scout[0].SeriesInstanceUID
