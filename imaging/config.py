@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     triage_bundle: Path | None = None  # default: the reference bundle shipped in triage/bundles
     triage_bundle_sha256: str = ""  # empty: accept the bundle's own manifest (reference bundle only)
     triage_device: str = ""  # "", "cpu", "cuda", "cuda:1"
+    # Bundle config overrides, as `monai.bundle run --key value` (e.g. {"whether_raw_luna16": true} for the
+    # Model Zoo lung nodule detector on DICOM series); part of what triage results are idempotent on.
+    triage_bundle_overrides: dict[str, Any] = Field(default_factory=dict)
     # Project keys and the re-identification table live here, apart from the data (GDPR Art. 4(5)).
     keys_dir: Path | None = None  # default: <data_dir>/../<data_dir name>-keys
     # Called AE titles bound to research projects: what arrives there is de-identified on receive and

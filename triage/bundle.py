@@ -8,12 +8,17 @@ put on sys.path, weights are read with `torch.load(weights_only=True)`, and noth
 
 Digest: SHA-256 over a manifest of "<sha256 of file>  <relative path>" lines, sorted by path, covering
 every file under configs/ and models/model.pt. docs/ is not pinned (prose, not behaviour).
+
+Overrides are the administrator's settings for a bundle, applied to its config like `monai.bundle run
+--key value` (e.g. `whether_raw_luna16=true` for the Model Zoo lung nodule detector): the bundle's files
+stay as published, and the overrides are part of what a result is idempotent on (`Bundle.identity`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +26,14 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
-from imaging.errors import ArchiveError
+from triage import torchvision_free
+from triage.bundle_transforms import BundleConfigError, BundleTransforms
 from triage.spec import TriageSpec
 
 REQUIRED = ("configs/metadata.json", "configs/inference.json", "models/model.pt")
 
 
-class BundleError(ArchiveError):
+class BundleError(BundleConfigError):
     """The bundle directory is missing, incomplete or its configs cannot be used."""
 
 
@@ -55,6 +61,15 @@ class Bundle:
     metadata: dict[str, Any]
     inference: dict[str, Any] = field(repr=False)
     spec: TriageSpec
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """The digest, extended by the overrides when there are any: what a result was made with."""
+        if not self.overrides:
+            return self.digest
+        settings = json.dumps(self.overrides, sort_keys=True)
+        return hashlib.sha256(f"{self.digest}\n{settings}".encode()).hexdigest()
 
     @property
     def name(self) -> str:
@@ -70,8 +85,14 @@ class Bundle:
         parser.read_config(self.root / "configs" / "inference.json")
         parser.read_meta(self.root / "configs" / "metadata.json")
         parser["bundle_root"] = str(self.root)
+        for key, value in self.overrides.items():
+            parser[key] = value
         parser["device"] = f"$torch.device('{device}')"
         return parser
+
+    def transforms(self, device: torch.device) -> BundleTransforms:
+        """The bundle's own pre- and post-processing (triage.bundle_transforms)."""
+        return BundleTransforms.from_parser(self.parser(device), self.root.name)
 
     def network(self, device: torch.device, parser: ConfigParser | None = None) -> torch.nn.Module:
         """`network_def` with the bundle's weights, in eval mode on `device`."""
@@ -97,8 +118,6 @@ class Bundle:
     def detector(self, device: torch.device) -> Any:
         """For detection bundles (Model Zoo `lung_nodule_ct_detection` layout): the configured
         RetinaNetDetector around the loaded network, with the bundle's `detector_ops` applied."""
-        from triage import torchvision_free
-
         torchvision_free.install()
         parser = self.parser(device)
         parser["network"] = "@network_def"  # the instance we load weights into (cached by the parser)
@@ -110,9 +129,12 @@ class Bundle:
         return detector.eval()
 
 
-def load_bundle(root: Path | str, expected_sha256: str | None = None) -> Bundle:
+def load_bundle(
+    root: Path | str, expected_sha256: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> Bundle:
     """Verify and read a bundle. With `expected_sha256` the digest must match; weights whose SHA-256 the
-    metadata records (training.model_sha256) must match it in any case."""
+    metadata records (training.model_sha256) must match it in any case. `overrides`: config ids (MONAI's
+    `::` separated) and the values to give them."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise BundleError(f"bundle directory {root} does not exist")
@@ -137,7 +159,7 @@ def load_bundle(root: Path | str, expected_sha256: str | None = None) -> Bundle:
         spec = TriageSpec.from_configs(metadata, inference)
     except ValueError as error:
         raise BundleError(f"bundle {root.name}: invalid triage settings: {error}") from error
-    return Bundle(root, digest, metadata, inference, spec)
+    return Bundle(root, digest, metadata, inference, spec, dict(overrides or {}))
 
 
 def _sha256(path: Path) -> str:

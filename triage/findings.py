@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data.box_utils import convert_box_mode
 
 
 @dataclass(frozen=True)
@@ -100,23 +101,42 @@ def findings_from_probability(
 
 
 def findings_from_boxes(
-    boxes: torch.Tensor, scores: torch.Tensor, affine_lps: np.ndarray, *, min_score: float = 0.5
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    affine_lps: np.ndarray,
+    *,
+    mode: str = "xyzxyz",
+    frame: str = "voxel",
+    min_score: float = 0.5,
 ) -> list[Finding]:
-    """Findings from (N, 6) xyzxyz boxes in voxel indices of the grid with `affine_lps`.
+    """Findings from (N, 6) boxes in box `mode` (MONAI's: "xyzxyz", "cccwhd", "xxyyzz") and coordinate
+    `frame`: "voxel" (indices of the grid with `affine_lps`), "lps" or "ras" (world mm, as the Model Zoo
+    detection bundle's AffineBoxToWorldCoordinated leaves them).
 
     Diameter: geometric mean of the box's three extents in mm (the box is the nodule's bounding box);
     volume: the inscribed ellipsoid."""
-    spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
+    if len(boxes) == 0:
+        return []
+    converted = convert_box_mode(torch.as_tensor(boxes).float().cpu(), src_mode=mode, dst_mode="xyzxyz")
+    corners = np.asarray(torch.as_tensor(converted))
+    lo, hi = corners[:, :3], corners[:, 3:]
+    centres = (lo + hi) / 2
+    if frame == "voxel":
+        # Box coordinates map through the affine as voxel indices (as AffineBoxToWorldCoordinated does).
+        extents = np.abs(hi - lo) * np.linalg.norm(affine_lps[:3, :3], axis=0)
+        centres = centres @ affine_lps[:3, :3].T + affine_lps[:3, 3]
+    elif frame in ("lps", "ras"):
+        extents = np.abs(hi - lo)
+        if frame == "ras":
+            centres = centres * np.array([-1.0, -1.0, 1.0])
+    else:
+        raise ValueError(f"unknown box coordinate frame {frame!r}")
     findings = []
-    for box, score in zip(boxes.cpu().numpy(), scores.cpu().numpy(), strict=True):
+    for centre, extent, score in zip(centres, extents, scores.float().cpu().numpy(), strict=True):
         if float(score) < min_score:
             continue
-        lo, hi = box[:3], box[3:]
-        extent_mm = np.abs(hi - lo) * spacing
-        # Box coordinates map through the affine as voxel indices (as AffineBoxToWorldCoordinated does).
-        centre = (affine_lps @ np.append((lo + hi) / 2, 1.0))[:3]
-        volume = math.pi / 6 * float(np.prod(extent_mm))
-        findings.append(Finding(_tuple(centre), float(np.prod(extent_mm) ** (1 / 3)), float(score), volume))
+        volume = math.pi / 6 * float(np.prod(extent))
+        findings.append(Finding(_tuple(centre), float(np.prod(extent) ** (1 / 3)), float(score), volume))
     return sorted(findings, key=lambda f: -f.score)
 
 

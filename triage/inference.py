@@ -8,8 +8,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from triage.spec import TriageSpec
@@ -40,7 +42,8 @@ class SegmentationRunner:
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """images: (1, X, Y, Z) each, any sizes. Returns (X, Y, Z) float32 probabilities on the device.
+        """images: (C, X, Y, Z) each, any sizes. Returns the network's (C', X, Y, Z) float32 output for each
+        (the bundle's post-processing turns it into probabilities).
 
         Volumes of different sizes are padded with 0 (air after intensity scaling) to a common shape and
         stacked, so the sliding windows of all of them are batched together (`sw_batch_size` windows per
@@ -49,7 +52,10 @@ class SegmentationRunner:
             return []
         shape = [max(int(im.shape[d]) for im in images) for d in (1, 2, 3)]
         batch = torch.stack(
-            [F.pad(im, [p for d in (3, 2, 1) for p in (0, shape[d - 1] - int(im.shape[d]))]) for im in images]
+            [
+                F.pad(_plain(im), [p for d in (3, 2, 1) for p in (0, shape[d - 1] - int(im.shape[d]))])
+                for im in images
+            ]
         ).to(self.device)
         # Windows never larger than the volume (rounded down to the network's multiple of 8): padding a
         # volume up to a larger window put false positives on its first and last slices.
@@ -64,10 +70,8 @@ class SegmentationRunner:
                 mode=self.spec.blend_mode,
             )
         assert isinstance(logits, torch.Tensor)
-        probabilities = torch.sigmoid(logits.float())
-        return [
-            probabilities[n, 0, : im.shape[1], : im.shape[2], : im.shape[3]] for n, im in enumerate(images)
-        ]
+        logits = _plain(logits).float()
+        return [logits[n, :, : im.shape[1], : im.shape[2], : im.shape[3]] for n, im in enumerate(images)]
 
 
 @dataclass
@@ -78,15 +82,30 @@ class DetectionRunner:
     spec: TriageSpec
     device: torch.device
     amp: bool = True
+    force_sliding_window: bool = False
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Returns per image (boxes (N, 6) xyzxyz in voxel indices of the input grid, scores (N,))."""
+    def __call__(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Returns per image the detector's prediction dict (boxes in voxel indices of the input grid,
+        labels, scores, under the detector's keys), for the bundle's post-processing."""
         if not images:
             return []
+        # As the Model Zoo bundle's RetinaNetInferer: sliding windows only for volumes larger than one.
+        inferer = getattr(self.detector, "inferer", None)
+        window = (
+            int(np.prod(inferer.roi_size)) if inferer is not None and hasattr(inferer, "roi_size") else None
+        )
+        use_inferer = self.force_sliding_window or (
+            window is not None and not all(im[0].numel() < window for im in images)
+        )
         with autocast(self.device, self.amp):
-            use_inferer = getattr(self.detector, "inferer", None) is not None
-            outputs = self.detector([im.to(self.device) for im in images], use_inferer=use_inferer)
-        box_key = getattr(self.detector, "target_box_key", "boxes")
-        score_key = getattr(self.detector, "pred_score_key", "labels_scores")
-        return [(out[box_key].float().cpu(), out[score_key].float().cpu()) for out in outputs]
+            outputs = self.detector([_plain(im).to(self.device) for im in images], use_inferer=use_inferer)
+        return [
+            {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}
+            for out in outputs
+        ]
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """A torch.Tensor without MONAI metadata (networks and detectors take plain tensors)."""
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor

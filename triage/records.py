@@ -20,6 +20,10 @@ class TriageOutcome(Base):
     SeriesInstanceUID: Mapped[str] = mapped_column(String(64))
     bundle_version: Mapped[str] = mapped_column(String(128))
     selected: Mapped[bool] = mapped_column(default=True)
+    # done, failed (error says why, PHI-free) or skipped (not selected); attempts counts the runs.
+    status: Mapped[str] = mapped_column(String(16), default="done")
+    error: Mapped[str] = mapped_column(String(1024), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     priority: Mapped[str] = mapped_column(String(8), default="")
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)

@@ -19,6 +19,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from triage.evidence import evidence
 from triage.findings import Finding
 from triage.volume import Volume
 
@@ -83,7 +84,7 @@ def build_sr(findings: Sequence[Finding], volume: Volume, producer: Producer) ->
         imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=volume.datasets,
+        evidence=evidence(volume.datasets),
         content=report,
         series_instance_uid=producer.uid(series_uid, "SR series"),
         series_number=producer.sr_series_number,
@@ -106,17 +107,20 @@ def _finding_groups(
 ]:
     series_uid = str(volume.datasets[0].SeriesInstanceUID)
     column, row, k = volume.to_index(finding.position_lps)
-    image = volume.datasets[int(np.clip(round(k), 0, len(volume.datasets) - 1))]
+    frame = volume.frames[int(np.clip(round(k), 0, len(volume.frames) - 1))]
+    image = frame.dataset
     columns, rows = int(image.Columns), int(image.Rows)
     # SCOORD pixel coordinates: (0, 0) is the outer corner of the first pixel, so its centre is (0.5, 0.5).
     x, y = float(np.clip(column + 0.5, 0, columns)), float(np.clip(row + 0.5, 0, rows))
-    radius_px = finding.diameter_mm / 2 / float(image.PixelSpacing[1])
+    radius_px = finding.diameter_mm / 2 / frame.pixel_spacing[1]
     edge = min(x + radius_px, float(columns)) if x + radius_px <= columns else max(x - radius_px, 0.0)
     circle = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
         graphic_data=np.array([[x, y], [edge, y]]),
         source_image=hd.sr.SourceImageForRegion(
-            referenced_sop_class_uid=image.SOPClassUID, referenced_sop_instance_uid=image.SOPInstanceUID
+            referenced_sop_class_uid=image.SOPClassUID,
+            referenced_sop_instance_uid=image.SOPInstanceUID,
+            referenced_frame_numbers=None if frame.frame_number is None else [frame.frame_number],
         ),
     )
     common = {
@@ -193,9 +197,22 @@ def build_seg(
     remap = np.zeros(256, np.uint8)
     for number, n in enumerate(present, start=1):
         remap[n] = number
-    pixel_array = np.ascontiguousarray(remap[labels].transpose(2, 1, 0))  # (slices, rows, columns)
+    planes = remap[labels].transpose(2, 1, 0)  # (slices, rows, columns) in slice order
+    sources = volume.datasets
+    if all(f.frame_number is None for f in volume.frames):
+        # Single-frame sources: SEG frame i is source image i (the slices are already in that order).
+        source_images = [f.dataset for f in volume.frames]
+        pixel_array = np.ascontiguousarray(planes)
+    elif len(sources) == 1:
+        # One multi-frame source: SEG frame i is source frame i + 1.
+        source_images = sources
+        pixel_array = np.zeros((int(sources[0].NumberOfFrames), *planes.shape[1:]), np.uint8)
+        for k, frame in enumerate(volume.frames):
+            pixel_array[int(frame.frame_number or 1) - 1] = planes[k]
+    else:
+        return None  # several multi-frame sources: highdicom's SEG takes one (the SR still has the findings)
     seg = hd.seg.Segmentation(
-        source_images=volume.datasets,
+        source_images=evidence(source_images),
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

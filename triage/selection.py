@@ -27,7 +27,7 @@ class SelectionRules(BaseModel):
     require_body_part: bool = False
     axial_only: bool = True
     axial_tolerance: float = 0.95  # |slice normal . z| at least this (about 18 degrees of tilt)
-    slice_thickness_mm: tuple[float, float] = (0.5, 3.0)
+    slice_thickness_mm: tuple[float, float] = (0.5, 5.0)
     image_type_include: list[str] = Field(default_factory=lambda: ["ORIGINAL"])
     image_type_exclude: list[str] = Field(default_factory=lambda: ["LOCALIZER"])
     description_include: list[str] = Field(default_factory=list)  # regexes; one must match if any given
@@ -78,8 +78,9 @@ class SelectionRules(BaseModel):
             failed.append("series description matches no include pattern")
         if any(re.search(p, description) for p in self.description_exclude):
             failed.append("series description matches an exclude pattern")
-        if len(instances) < self.min_slices:
-            failed.append(f"{len(instances)} slices < {self.min_slices}")
+        slices = sum(int(_get(i, "NumberOfFrames") or 1) for i in instances)
+        if slices < self.min_slices:
+            failed.append(f"{slices} slices < {self.min_slices}")
         return SelectionDecision(not failed, tuple(failed))
 
 
@@ -92,10 +93,28 @@ class SelectionDecision:
         return self.selected
 
 
+# Attributes a multi-frame (Enhanced CT) instance keeps in its functional groups, and the macro holding each.
+FUNCTIONAL_GROUPS = {
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "SliceThickness": "PixelMeasuresSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+}
+
+
 def _get(instance: Instance, keyword: str) -> Any:
     if isinstance(instance, Mapping):
         return instance.get(keyword)
-    return getattr(instance, keyword, None)
+    value = getattr(instance, keyword, None)
+    if value is None and keyword in FUNCTIONAL_GROUPS:
+        macro = FUNCTIONAL_GROUPS[keyword]
+        for holder in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            groups = getattr(instance, holder, None)
+            item = groups[0] if groups else None
+            if item is not None and getattr(item, macro, None):
+                found = getattr(item[macro].value[0], keyword, None)
+                if found is not None:
+                    return found
+    return value
 
 
 def _is_axial(instance: Instance, tolerance: float) -> bool:

@@ -23,7 +23,6 @@ class TriageSpec(BaseModel):
     output: Literal["segmentation", "detection"] = "segmentation"
     axcodes: str = "RAS"
     pixdim: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resample: Literal["area", "linear"] = "linear"
     a_min: float = -1024.0
     a_max: float = 300.0
     b_min: float = 0.0
@@ -36,6 +35,10 @@ class TriageSpec(BaseModel):
     probability_threshold: float = 0.5  # segmentation: voxels at or above belong to a finding
     min_score: float = 0.5  # findings scoring lower are dropped
     min_diameter_mm: float = 3.0
+    # Drop findings whose centre lies farther than their radius plus this margin from the lungs' air
+    # (triage.lungs): a nodule detector has nothing to report in the chest wall or the abdomen.
+    lung_mask: bool = True
+    lung_margin_mm: float = 3.0
     selection: SelectionRules = Field(default_factory=SelectionRules)
 
     @classmethod
@@ -43,11 +46,13 @@ class TriageSpec(BaseModel):
         values: dict[str, Any] = {"output": "detection" if "detector" in inference else "segmentation"}
         for transform in _transforms(inference.get("preprocessing")):
             target = str(transform.get("_target_", "")).rsplit(".", 1)[-1]
-            if transform.get("_disabled_") is True:
+            if transform.get("_disabled_") is True or target in {"LoadImaged", "LoadImage"}:
                 continue
             if target in {"Orientationd", "Orientation"} and isinstance(transform.get("axcodes"), str):
                 values["axcodes"] = transform["axcodes"]
-            elif target in {"Spacingd", "Spacing"} and _numbers(transform.get("pixdim"), 3):
+            elif target in {"Spacingd", "Spacing", "AreaSpacingd", "AreaSpacing"} and _numbers(
+                transform.get("pixdim"), 3
+            ):
                 values["pixdim"] = tuple(transform["pixdim"])
             elif target in {"ScaleIntensityRanged", "ScaleIntensityRange"}:
                 for key in ("a_min", "a_max", "b_min", "b_max", "clip"):

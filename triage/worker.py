@@ -1,9 +1,15 @@
 """Triage inside the archive: a durable job per stable series (idempotent per series × bundle version)
 that runs the pipeline, files SR and SEG into the source study through the single ingest path, records
-the outcome and raises the study's priority. Failures are retried by the job runner, never dropped."""
+the outcome and raises the study's priority.
+
+Failures are recorded on the series' outcome with their reason (status "failed", error, attempts). A
+failure that running again cannot cure (the series has gaps, mixed orientations, undecodable pixels...)
+ends the job; one that may pass on another attempt (out of memory, a device or I/O error, storage or
+the index briefly unavailable) is raised so the job runner retries it with back-off."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,7 +40,7 @@ JOB_KIND = "triage"
 # Our own output and objects without pixels are never triaged.
 SKIPPED_MODALITIES = {"SR", "SEG", "PR", "KO", "DOC", "RTSTRUCT"}
 
-_pipelines: dict[tuple[str, str, str], TriagePipeline] = {}
+_pipelines: dict[tuple[str, str, str, str], TriagePipeline] = {}
 _lock = threading.Lock()
 
 
@@ -46,11 +52,19 @@ def pipeline_for(archive: Archive) -> TriagePipeline:
 
     s = archive.settings
     bundle = s.triage_bundle or REFERENCE_BUNDLE
-    key = (str(bundle), s.triage_bundle_sha256, s.triage_device)
+    key = (
+        str(bundle),
+        s.triage_bundle_sha256,
+        s.triage_device,
+        json.dumps(s.triage_bundle_overrides, sort_keys=True),
+    )
     with _lock:
         if key not in _pipelines:
             _pipelines[key] = TriagePipeline.from_bundle(
-                bundle, expected_sha256=s.triage_bundle_sha256 or None, device=s.triage_device or None
+                bundle,
+                expected_sha256=s.triage_bundle_sha256 or None,
+                device=s.triage_device or None,
+                overrides=s.triage_bundle_overrides,
             )
         return _pipelines[key]
 
@@ -58,7 +72,7 @@ def pipeline_for(archive: Archive) -> TriagePipeline:
 def model_version(pipeline: TriagePipeline) -> str:
     """What a triage outcome is idempotent on: the bundle's version and its digest (retraining the
     weights changes the digest, not necessarily the version string)."""
-    return f"{pipeline.bundle_version}+{pipeline.bundle.digest[:12]}"
+    return f"{pipeline.bundle_version}+{pipeline.bundle.identity[:12]}"
 
 
 class TriageConsumer:
@@ -97,18 +111,39 @@ def _series_datasets(archive: Archive, partition: str, series_uid: str) -> list[
     return datasets
 
 
+class RetryableTriageFailure(Exception):
+    """A series' triage failed in a way another attempt may cure; the job runner retries it."""
+
+
 def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
+    # Imported on first use (start-up time of the CLI, as in pipeline_for).
+    from triage.pipeline import TriageFailure, describe
+
     partition, study_uid, series_uid = (
         payload["partition"],
         payload["StudyInstanceUID"],
         payload["SeriesInstanceUID"],
     )
     pipeline = pipeline_for(archive)
+    version = model_version(pipeline)
+    # Storage errors propagate: the job runner retries reads that fail.
     datasets = _series_datasets(archive, partition, series_uid)
-    if not datasets or not pipeline.selects(datasets):
-        _record(archive, partition, study_uid, series_uid, model_version(pipeline), None, payload)
+    try:
+        selected = bool(datasets) and pipeline.selects(datasets)
+    except Exception as error:  # malformed attributes: a reason, not a crash loop
+        failure = TriageFailure(series_uid, f"selection: {describe(error)[0]}")
+        _record(archive, partition, study_uid, series_uid, version, failure, payload)
+        return {"selected": True, "failed": failure.reason}
+    if not selected:
+        _record(archive, partition, study_uid, series_uid, version, None, payload)
         return {"selected": False}
-    result = pipeline.run(datasets)
+    [result] = pipeline.run_many([datasets])
+    if isinstance(result, TriageFailure):
+        _record(archive, partition, study_uid, series_uid, version, result, payload)
+        if result.retryable:
+            raise RetryableTriageFailure(result.reason)
+        log.info("triage of a series failed for good: %s", result.reason)
+        return {"selected": True, "failed": result.reason}
     sr_uid = seg_uid = ""
     if result.sr is not None:
         sr_uid = archive.ingestor.ingest_dataset(
@@ -118,9 +153,7 @@ def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
         seg_uid = archive.ingestor.ingest_dataset(
             result.seg, partition=partition, source="triage"
         ).sop_instance_uid
-    _record(
-        archive, partition, study_uid, series_uid, model_version(pipeline), result, payload, sr_uid, seg_uid
-    )
+    _record(archive, partition, study_uid, series_uid, version, result, payload, sr_uid, seg_uid)
     return {"selected": True, "priority": str(result.priority), "findings": len(result.findings)}
 
 
@@ -151,8 +184,14 @@ def _record(
                 bundle_version=version,
             )
             session.add(outcome)
+        failed = result is not None and not hasattr(result, "findings")
         outcome.selected = result is not None
-        if result is not None:
+        outcome.attempts = (outcome.attempts or 0) + 1
+        outcome.status = "failed" if failed else "done" if result is not None else "skipped"
+        outcome.error = result.reason[:1024] if failed else ""
+        if failed:
+            outcome.priority = ""
+        elif result is not None:
             outcome.priority = str(result.priority)
             outcome.findings = [
                 {
@@ -168,7 +207,7 @@ def _record(
         study = session.scalar(
             select(Study).where(Study.partition == partition, Study.StudyInstanceUID == study_uid)
         )
-        if study is not None and result is not None:
+        if study is not None and result is not None and not failed:
             new = str(result.priority)
             if rank(new) > rank(study.priority):
                 study.priority = new

@@ -3,7 +3,6 @@ rendered into imaging.synthetic CT datasets; seeds fixed here, nothing downloade
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from pydicom.dataset import Dataset
 
 from imaging.synthetic import SyntheticStudy
 from triage.pipeline import TriagePipeline, TriageResult
-from triage.training.phantom import Nodule, Phantom, random_phantom
+from triage.training.phantom import Phantom, random_phantom
 from triage.training.synthetic_series import phantom_series, series_center_z
 from triage.training.train import REFERENCE_BUNDLE
 
@@ -35,15 +34,10 @@ def pipeline(reference_bundle: Path) -> TriagePipeline:
 
 
 def planted_phantom(nodules: bool = True) -> Phantom:
-    """A fixed phantom with nodules of 6.5, 9 and 12 mm in known places (LPS mm)."""
-    base = random_phantom(4242, z_center=series_center_z(COUNT, THICKNESS), nodule_count=0, noise_hu=20)
-    right, left = base.lungs[0], base.lungs[1]
-    planted = (
-        Nodule((right.center_lps[0], right.center_lps[1] - 20, right.center_lps[2] + 30), 6.5, 30.0),
-        Nodule((left.center_lps[0] + 5, left.center_lps[1] + 15, left.center_lps[2] - 25), 9.0, 40.0),
-        Nodule((right.center_lps[0] - 10, right.center_lps[1] + 25, right.center_lps[2] - 40), 12.0, 20.0),
+    """A fixed training-distribution phantom with nodules of 6.5, 9 and 12 mm (positions: `.nodules`)."""
+    return random_phantom(
+        4242, z_center=series_center_z(COUNT, THICKNESS), nodule_diameters=(6.5, 9.0, 12.0) if nodules else ()
     )
-    return dataclasses.replace(base, nodules=planted if nodules else ())
 
 
 @pytest.fixture(scope="session")

@@ -54,8 +54,8 @@ INFERENCE = {
     "preprocessing": {
         "_target_": "Compose",
         "transforms": [
-            {"_target_": "LoadImaged", "keys": "image", "meta_key_postfix": "meta_dict"},
-            {"_target_": "EnsureChannelFirstd", "keys": "image", "meta_key_postfix": "meta_dict"},
+            {"_target_": "LoadImaged", "keys": "image"},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
             {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
             # Model Zoo: 0.703 x 0.703 x 1.25 mm; coarse here so one window covers the test volume.
             {"_target_": "Spacingd", "keys": "image", "pixdim": [7.0, 7.0, 6.25]},

@@ -63,6 +63,22 @@ def test_boxes_become_findings_in_lps() -> None:
 
 
 @pytest.mark.parametrize(
+    ("box", "mode", "frame", "expected"),
+    [
+        ([10.0, -20.0, 30.0, 6.0, 8.0, 4.0], "cccwhd", "lps", (10.0, -20.0, 30.0)),
+        ([10.0, -20.0, 30.0, 6.0, 8.0, 4.0], "cccwhd", "ras", (-10.0, 20.0, 30.0)),
+        ([7.0, 13.0, -24.0, -16.0, 28.0, 32.0], "xxyyzz", "lps", (10.0, -20.0, 30.0)),
+    ],
+)
+def test_world_boxes_in_any_mode_become_findings(
+    box: list[float], mode: str, frame: str, expected: tuple[float, float, float]
+) -> None:
+    [finding] = findings_from_boxes(torch.tensor([box]), torch.tensor([0.9]), AFFINE, mode=mode, frame=frame)
+    assert finding.position_lps == pytest.approx(expected)
+    assert finding.diameter_mm == pytest.approx((6.0 * 8.0 * 4.0) ** (1 / 3))  # world extents, not voxels
+
+
+@pytest.mark.parametrize(
     ("diameters", "expected"),
     [([], Priority.LOW), ([4.0, 5.9], Priority.LOW), ([6.0], Priority.MEDIUM), ([5.0, 8.0], Priority.HIGH)],
 )

@@ -7,6 +7,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from imaging.synthetic import ct_series
+from tests.triage.chest_series import ChestSeries
 from triage.selection import SelectionRules
 
 
@@ -29,7 +30,7 @@ def test_axial_chest_ct_is_selected() -> None:
         ({"Modality": "MR"}, "modality"),
         ({"BodyPartExamined": "HEAD"}, "body part"),
         ({"ImageOrientationPatient": [0, 1, 0, 0, 0, -1]}, "not axial"),  # sagittal
-        ({"SliceThickness": 5.0}, "slice thickness"),
+        ({"SliceThickness": 8.0}, "slice thickness"),
         ({"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, "image type has"),
         ({"ImageType": ["DERIVED", "SECONDARY", "AXIAL"]}, "image type lacks"),
         ({"SeriesDescription": "Topogram 0.6 T20f"}, "exclude pattern"),
@@ -76,3 +77,12 @@ def test_description_include_regex_and_attribute_mappings() -> None:
 def test_invalid_regex_is_rejected_when_configured() -> None:
     with pytest.raises(pydantic.ValidationError):
         SelectionRules(description_include=["(unclosed"])
+
+
+def test_enhanced_ct_is_judged_on_its_frames_and_functional_groups() -> None:
+    enhanced = ChestSeries(rows=8, columns=8, slices=40).enhanced()
+    assert "SliceThickness" not in enhanced and "ImageOrientationPatient" not in enhanced
+    decision = SelectionRules().evaluate([enhanced])
+    assert decision.selected, decision.reasons
+    short = ChestSeries(rows=8, columns=8, slices=12).enhanced()
+    assert SelectionRules().evaluate([short]).reasons == ("12 slices < 30",)

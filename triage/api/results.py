@@ -36,6 +36,8 @@ def triage_results(
                     "SeriesInstanceUID": o.SeriesInstanceUID,
                     "bundle_version": o.bundle_version,
                     "selected": o.selected,
+                    "status": o.status,
+                    "error": o.error,
                     "priority": o.priority,
                     "findings": o.findings,
                     "sr_sop_instance_uid": o.sr_sop_instance_uid,

@@ -13,18 +13,19 @@ import torch
 from triage.selection import SelectionRules
 
 BUNDLE_NAME = "lung_nodule_reference"
-BUNDLE_VERSION = "0.1.0"
+BUNDLE_VERSION = "0.2.0"
 SPACING_MM = 2.0
 PATCH = 32
+HU_WINDOW = (-1000.0, 400.0)
 
 NETWORK_DEF: dict[str, Any] = {
     "_target_": "UNet",
     "spatial_dims": 3,
     "in_channels": 1,
     "out_channels": 1,
-    "channels": [8, 16, 32, 64],
+    "channels": [16, 32, 64, 128],
     "strides": [2, 2, 2],
-    "num_res_units": 2,
+    "num_res_units": 1,
     # Batch norm (running statistics at inference): instance norm would normalise each sliding window by
     # its own content, so a window of body and air would be scaled unlike the lung patches trained on.
     "norm": "batch",
@@ -42,12 +43,14 @@ INFERENCE: dict[str, Any] = {
             {"_target_": "LoadImaged", "keys": "image", "image_only": True},
             {"_target_": "EnsureChannelFirstd", "keys": "image"},
             {"_target_": "Orientationd", "keys": "image", "axcodes": "LPS"},
-            {"_target_": "Spacingd", "keys": "image", "pixdim": [SPACING_MM] * 3},
+            # Area averaging where down-sampling (triage/transforms.py): keeps small nodules' partial
+            # volume and averages the noise, as the training data were made.
+            {"_target_": "triage.transforms.AreaSpacingd", "keys": "image", "pixdim": [SPACING_MM] * 3},
             {
                 "_target_": "ScaleIntensityRanged",
                 "keys": "image",
-                "a_min": -1000.0,
-                "a_max": 400.0,
+                "a_min": HU_WINDOW[0],
+                "a_max": HU_WINDOW[1],
                 "b_min": 0.0,
                 "b_max": 1.0,
                 "clip": True,
@@ -75,7 +78,11 @@ def metadata(training: dict[str, Any], evaluation: dict[str, Any] | None = None)
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": BUNDLE_VERSION,
-        "changelog": {BUNDLE_VERSION: "UNet trained on synthetic chest-CT phantoms"},
+        "changelog": {
+            BUNDLE_VERSION: "phantoms with chest wall, ribs, mediastinum, heart, vessel and airway trees, "
+            "diaphragm; scanner-like kernels, noise and voxel sizes; area resampling in the bundle",
+            "0.1.0": "UNet trained on synthetic chest-CT phantoms",
+        },
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
@@ -123,12 +130,12 @@ def metadata(training: dict[str, Any], evaluation: dict[str, Any] | None = None)
         # Read by the triage pipeline (triage.spec); Model Zoo bundles without it get defaults.
         "triage": {
             "output": "segmentation",
-            "resample": "area",
             "probability_threshold": 0.5,
             "min_score": 0.6,
             # Nodules under 4 mm are not reported (no follow-up under Fleischner below 6 mm); the few
             # false positives left on held-out phantoms are mostly 3-4 mm vessel crossings.
             "min_diameter_mm": 4.0,
+            "lung_mask": True,
             "selection": SelectionRules().model_dump(mode="json"),
         },
     }
@@ -136,21 +143,27 @@ def metadata(training: dict[str, Any], evaluation: dict[str, Any] | None = None)
 
 README = f"""# {BUNDLE_NAME}
 
-A small 3D UNet (MONAI `UNet`, channels 8-16-32-64, 2 residual units, batch norm) that segments spherical
-lung nodules in chest CT resampled to {SPACING_MM:g} mm isotropic. It was trained **only on synthetic
-phantoms** (body ellipse, fat rim, spine, lungs at about -850 HU with vessel-like tubes, spherical
-soft-tissue nodules of 3-15 mm, Gaussian noise) so that the archive's triage pipeline runs offline
-and in CI through the same bundle-loading path a real Model Zoo bundle uses.
+A 3D UNet (MONAI `UNet`, channels 16-32-64-128, one residual unit, batch norm) that segments solid lung
+nodules in chest CT brought to {SPACING_MM:g} mm voxels. It was trained **only on synthetic phantoms**
+(`triage/training/phantom.py`: chest wall with fat, muscle, ribs and cartilage, sternum, spine; mediastinum
+with heart and aorta; lungs cut by the diaphragm domes over liver, spleen and stomach gas; branching
+vessel trees and an airway tree; isolated, juxtapleural and juxtavascular nodules of 3-24 mm), rendered
+like a scanner would (`triage/training/render.py`: slice profile, kernel sharpness, noise texture, voxel
+sizes), so that the archive's triage pipeline runs offline and in CI through the same bundle-loading path
+a real Model Zoo bundle uses.
 
 **Not for clinical or diagnostic use.** It has never seen a real CT.
 
 - Regenerate: `python -m triage.training.train` (seed, steps, threads and time recorded in
   `configs/metadata.json`; identical weights for the same seed, torch version and thread count).
-- Evaluate: `python -m triage.training.evaluate` (held-out seeds: per-nodule sensitivity for
-  nodules >= 6 mm and false positives per scan; figures recorded in `configs/metadata.json`).
-- Input: 1 channel, HU clipped to [-1000, 400] and scaled to [0, 1], LPS orientation.
-- Output: 1 channel logit; sigmoid gives the per-voxel nodule probability (soft partial-volume
-  target, so the sum of probabilities times the voxel volume estimates the nodule volume).
+- Evaluate: `python -m triage.training.evaluate --output froc.json` (held-out phantoms from other
+  anatomy, voxel sizes, kernels, noise levels and patient positions; FROC table and operating point,
+  recorded in `configs/metadata.json` with `--record`).
+- Preprocessing: LPS orientation, `triage.transforms.AreaSpacingd` to {SPACING_MM:g} mm (area averaging where
+  down-sampling), HU clipped to [{HU_WINDOW[0]:g}, {HU_WINDOW[1]:g}] and scaled to [0, 1].
+- Output: 1 channel logit; its sigmoid (the bundle's post-processing) is the per-voxel nodule probability
+  (soft partial-volume target: the sum of probabilities times the voxel volume estimates the nodule volume).
+- The pipeline keeps findings within the lung fields (`triage/lungs.py`, `"lung_mask"` in the triage block).
 """
 
 

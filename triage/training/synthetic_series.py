@@ -8,7 +8,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from imaging.synthetic import SyntheticStudy, ct_slice
-from triage.training.phantom import Grid, Phantom, render
+from triage.training.phantom import Phantom
+from triage.training.render import Grid, Scan, render
 
 
 def series_grid(rows: int, columns: int, count: int, pixel_spacing: float, slice_thickness: float) -> Grid:
@@ -28,12 +29,13 @@ def phantom_series(
     slice_thickness: float = 1.25,
     seed: int = 0,
     series_number: int = 1,
+    scan: Scan | None = None,
     **ct_slice_options: object,
 ) -> list[Dataset]:
     """Instance i lies at z = -i * slice_thickness (head first, going down), like imaging.synthetic."""
     study = study or SyntheticStudy()
     grid = series_grid(rows, columns, count, pixel_spacing, slice_thickness)
-    hu = render(phantom, grid, seed=seed)
+    hu = render(phantom, grid, scan or Scan(thickness_mm=slice_thickness, noise_hu=20.0), seed=seed)
     stored = np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
     series_uid = generate_uid()
     datasets = []

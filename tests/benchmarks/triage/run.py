@@ -1,21 +1,25 @@
 """Triage benchmark (a script, not a test): `python tests/benchmarks/triage/run.py [--threads 2]`.
 
-End-to-end latency of the reference bundle on a 512 x 512 x 300 synthetic chest CT (0.7 x 0.7 x 1.25 mm,
-three planted nodules), split into decode / preprocess / inference / postprocess / encode, median of 3
-runs; then throughput (series per minute) with several series queued, one at a time and batched. On CPU,
-and on CUDA as well when torch.cuda.is_available(). Each run parses the instances afresh from their
-encoded bytes, so decoding is measured and not served from pydicom's pixel cache.
+End-to-end latency of a bundle on a 512 x 512 x 300 synthetic chest CT (0.7 x 0.7 x 1.25 mm, three planted
+nodules), split into decode / preprocess / lung_field / inference / postprocess / encode, median of
+`--runs`; then throughput (series per minute) with `--queued` series queued, one at a time and batched.
+Devices: `--device auto` (CPU, and CUDA when torch.cuda.is_available()), `cpu` or `cuda` (a GPU node:
+`--device cuda` skips the slow CPU pass). Each run parses the instances afresh from their encoded bytes,
+so decoding is measured and not served from pydicom's pixel cache.
+
+`--zoo` benchmarks the Model Zoo lung_nodule_ct_detection architecture instead (its published configs
+from tests/triage/fixtures, random weights, `whether_raw_luna16=true`): the cost of the real detector.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,11 +30,18 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from monai.bundle import ConfigParser
+
 from imaging.synthetic import SyntheticStudy
+from triage import torchvision_free
 from triage.pipeline import Finding, TriagePipeline
 from triage.training.phantom import Nodule, random_phantom
 from triage.training.synthetic_series import phantom_series, series_center_z
 from triage.training.train import REFERENCE_BUNDLE
+
+ZOO_CONFIGS = (
+    Path(__file__).resolve().parents[2] / "triage" / "fixtures" / "lung_nodule_ct_detection" / "configs"
+)
 
 ROWS, COUNT, PIXEL, THICKNESS = 512, 300, 0.7, 1.25
 
@@ -39,16 +50,12 @@ PLANTED: list[Nodule] = []
 
 
 def encoded_series() -> list[bytes]:
-    base = random_phantom(77, z_center=series_center_z(COUNT, THICKNESS), nodule_count=0, noise_hu=25)
-    right, left = base.lungs
-    nodules = (
-        Nodule((right.center_lps[0], right.center_lps[1], right.center_lps[2] + 20), 7.0, 30.0),
-        Nodule((left.center_lps[0], left.center_lps[1] - 15, left.center_lps[2] - 30), 10.0, 30.0),
-        Nodule((left.center_lps[0] + 10, left.center_lps[1] + 30, left.center_lps[2] + 40), 5.0, 30.0),
+    phantom = random_phantom(
+        77, z_center=series_center_z(COUNT, THICKNESS), nodule_diameters=(7.0, 10.0, 5.0)
     )
-    PLANTED[:] = nodules
+    PLANTED[:] = list(phantom.nodules)
     datasets = phantom_series(
-        dataclasses.replace(base, nodules=nodules),
+        phantom,
         study=SyntheticStudy(),
         rows=ROWS,
         columns=ROWS,
@@ -85,6 +92,9 @@ def latency(pipeline: TriagePipeline, encoded: list[bytes], runs: int) -> dict[s
         parsed = time.perf_counter() - started
         result = pipeline.run(datasets)
         total = time.perf_counter() - started
+        if pipeline.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(pipeline.device) / 2**30
+            samples.setdefault("gpu_peak_gib", []).append(peak)
         for key, value in {"parse": parsed, **result.timings, "total": total}.items():
             samples.setdefault(key, []).append(value)
         findings = [
@@ -110,24 +120,49 @@ def throughput(pipeline: TriagePipeline, encoded: list[bytes], series: int, batc
     return round(series / elapsed * 60, 2)
 
 
+def zoo_bundle(folder: Path) -> Path:
+    """The Model Zoo detector's published configs with random weights of its architecture."""
+    (folder / "models").mkdir(parents=True)
+    (folder / "docs").mkdir()
+    (folder / "docs" / "README.md").write_text("benchmark\n")
+    (folder / "configs").mkdir()
+    for name in ("inference.json", "metadata.json"):
+        (folder / "configs" / name).write_bytes((ZOO_CONFIGS / name).read_bytes())
+    torchvision_free.install()
+    parser = ConfigParser()
+    parser.read_config(folder / "configs" / "inference.json")
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--queued", type=int, default=4, help="series queued for the throughput figure")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--bundle", type=Path, default=REFERENCE_BUNDLE)
+    parser.add_argument("--zoo", action="store_true", help="the Model Zoo detector (random weights)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     encoded = encoded_series()
     print(f"synthetic CT {ROWS}x{ROWS}x{COUNT} rendered and encoded in {time.perf_counter() - started:.1f} s")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.device == "auto":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        devices = [args.device]
+    bundle, overrides = args.bundle, None
+    if args.zoo:
+        bundle = zoo_bundle(Path(tempfile.mkdtemp()) / "lung_nodule_ct_detection")
+        overrides = {"whether_raw_luna16": True}
     figures: dict[str, dict[str, object]] = {}
     for device in devices:
-        pipeline = TriagePipeline.from_bundle(args.bundle, device=device)
+        pipeline = TriagePipeline.from_bundle(bundle, device=device, overrides=overrides)
         label = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} threads"
-        print(f"[{device}] {label}")
+        print(f"[{device}] {label}, bundle {pipeline.bundle.name} {pipeline.bundle.version}")
         pipeline.run(parse(encoded))  # warm-up (allocator, cuDNN autotune, lazy imports)
         lat = latency(pipeline, encoded, args.runs)
         print(f"  latency, median of {args.runs} (s): {json.dumps(lat)}")
@@ -136,6 +171,7 @@ def main() -> None:
         print(f"  throughput, {args.queued} queued: {sequential} series/min one at a time, {batched} batched")
         figures[device] = {
             "device": label,
+            "bundle": pipeline.bundle.name,
             "latency_s": lat,
             "series_per_minute_sequential": sequential,
             "series_per_minute_batched": batched,
