@@ -20,7 +20,7 @@ from imaging.orm import Base, utcnow
 class AuditEvent(StrEnum):
     """EventID codes (DCM) of PS3.15 A.5.3."""
 
-    BEGIN_TRANSFERRING = "110100"  # Begin Transferring DICOM Instances
+    BEGIN_TRANSFERRING = "110102"  # Begin Transferring DICOM Instances
     INSTANCES_TRANSFERRED = "110104"  # DICOM Instances Transferred
     INSTANCES_ACCESSED = "110103"  # DICOM Instances Accessed (incl. de-identification, publication)
     QUERY = "110112"  # Query

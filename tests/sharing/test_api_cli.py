@@ -227,4 +227,4 @@ def test_cli_share_consent_audit(
     r = cli.invoke(app, ["audit", "export", "--format", "jsonl", "--output", str(out), *data])
     assert r.exit_code == 0, r.output
     events = [json.loads(line)["event_id"] for line in out.read_text().splitlines()]
-    assert {"110100", "110104", "110112", "110110", "110113"} <= set(events)
+    assert {"110102", "110104", "110112", "110110", "110113"} <= set(events)

@@ -76,7 +76,7 @@ def test_flagged_study_arrives_deidentified_and_verified(
 
     with site_a.db.read() as s:
         events = [r.event_id for r in audit.query(s, study_uid=peer_study)]
-    assert events.count("110100") == 1 and events.count("110104") == 1 and events.count("110112") == 1
+    assert events.count("110102") == 1 and events.count("110104") == 1 and events.count("110112") == 1
     with site_a.db.read() as s:
         transferred = audit.query(s, event=audit.AuditEvent.INSTANCES_TRANSFERRED)[0]
     assert transferred.outcome == "0" and transferred.patient_ref == deid.pseudonym_for(

@@ -98,7 +98,7 @@ def test_flagged_study_reaches_site_b_and_orthanc_with_identical_pseudonyms(
     with site_a.db.read() as s:
         events = {(r.source, r.event_id) for r in audit.query(s, study_uid=peer_study)}
     for peer in ("peer:siteb", "peer:orthanc"):
-        assert {(peer, "110100"), (peer, "110104"), (peer, "110112")} <= events
+        assert {(peer, "110102"), (peer, "110104"), (peer, "110112")} <= events
 
 
 def test_dicomweb_peer_stow_and_qido(site_a: Archive, runner_a: JobRunner, orthanc: OrthancServer) -> None:
