@@ -4,7 +4,11 @@ configuration (C-MOVE) or over the same association (C-GET).
 Decoding and re-encoding with pydicom would not give back the bytes received (group lengths dropped,
 trailing padding, deflate stream, lengths of undefined-length items), so a sub-operation whose stored syntax
 the peer accepted sends the stored file as it is (see Spool). Only when the peer accepted another syntax is
-the object decoded, and pynetdicom encodes it in the accepted one."""
+the object decoded, and pynetdicom encodes it in the accepted one.
+
+A caller needs the `move` or `get` service (imaging.dimse.access): C-GET is limited as C-MOVE is, and C-MOVE
+goes to configured destinations only. Each retrieve is audited per study: Begin Transferring, then DICOM
+Instances Transferred with the sub-operations' outcomes (imaging.dimse.audit_trail)."""
 
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification
 
 from imaging.archive import Archive
+from imaging.config import DimseService
+from imaging.dimse.access import peer_of
+from imaging.dimse.audit_trail import AuditWriter, RetrieveTally
 from imaging.dimse.contexts import called_ae_title, scu_contexts
 from imaging.dimse.find_scp import levels_for
 from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of
@@ -36,6 +43,9 @@ PENDING = 0xFF00
 CANCEL = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
+NOT_AUTHORIZED = 0x0124
+# (object key, SOP class, SOP instance, transfer syntax, study) of a selected instance
+Selected = tuple[str, str, str, str, str]
 
 
 class StoredInstance(Dataset):
@@ -63,7 +73,11 @@ def send_stored(assoc: Any) -> None:
     def send(dataset: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(dataset, StoredInstance):
             dataset = dataset.__dict__["spool_path"]
-        return send_c_store(dataset, *args, **kwargs)
+        assoc.imaging_sent_status = None
+        rsp = send_c_store(dataset, *args, **kwargs)
+        # The sub-operation's outcome, for the audit trail (read when the handler is resumed).
+        assoc.imaging_sent_status = int(rsp.Status) if "Status" in rsp else None
+        return rsp
 
     assoc.send_c_store = send
 
@@ -122,8 +136,8 @@ def _sub_operation(
     return ds
 
 
-def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, str]]:
-    """(object key, SOP class, SOP instance, transfer syntax) of every instance the identifier selects."""
+def _instances(event: evt.Event, archive: Archive) -> tuple[str, list[Selected]]:
+    """The partition and every instance the identifier selects."""
     request = event.identifier
     level_of(request, levels_for(str(event.request.AffectedSOPClassUID)))
     matching, _ = keys_of(request)
@@ -135,33 +149,43 @@ def _instances(event: evt.Event, archive: Archive) -> list[tuple[str, str, str, 
     if partition is None:
         raise BadIdentifier("called AE title serves no partition")
     with archive.db.read() as session:
-        return [
+        return partition, [
             (
                 m.instance.object_key,
                 m.instance.SOPClassUID,
                 m.instance.SOPInstanceUID,
                 m.instance.TransferSyntaxUID,
+                m.study.StudyInstanceUID,
             )
             for m in find(session, Query(level=Level.IMAGE, keys=matching, partition=partition))
             if m.instance is not None
         ]
 
 
-def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
+def handle_move(event: evt.Event, archive: Archive, trail: AuditWriter | None = None) -> Iterator[Any]:
     destination = archive.settings.remote_ae(str(event.move_destination))
     if destination is None:
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
+    peer = peer_of(event.assoc, archive.settings)
+    refusal = None
     try:
-        instances = _instances(event, archive)
+        if not peer.may(DimseService.MOVE):
+            refusal = NOT_AUTHORIZED
+            if trail is not None:
+                trail.alert(user=peer.user, source=peer.host, reason="C-MOVE not permitted")
+        else:
+            partition, instances = _instances(event, archive)
     except (BadIdentifier, InvalidMatchKey) as exc:
         log.info("C-MOVE refused: %s", exc)
+        refusal = IDENTIFIER_MISMATCH
+    if refusal is not None:
         # pynetdicom takes a status only after the destination and a sub-operation count.
         yield destination.host, destination.port, {"contexts": [build_context(Verification)]}
         yield 1
-        yield IDENTIFIER_MISMATCH, None
+        yield refusal, None
         return
-    pairs = {(sop_class, syntax) for _, sop_class, _, syntax in instances}
+    pairs = {(sop_class, syntax) for _, sop_class, _, syntax, _ in instances}
     sub_association: list[Any] = []  # pynetdicom opens it between our yields; we need its contexts
 
     def accepted(event: evt.Event) -> None:
@@ -173,38 +197,60 @@ def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
         destination.port,
         {"contexts": scu_contexts(pairs), "evt_handlers": [(evt.EVT_ACCEPTED, accepted)]},
     )
-    yield from _send(event, archive, instances, lambda: sub_association[0])
+    where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+    tally = RetrieveTally(trail, peer.user, "C-MOVE", where) if trail is not None else None
+    yield from _send(event, archive, partition, instances, lambda: sub_association[0], tally)
 
 
-def handle_get(event: evt.Event, archive: Archive) -> Iterator[Any]:
+def handle_get(event: evt.Event, archive: Archive, trail: AuditWriter | None = None) -> Iterator[Any]:
+    peer = peer_of(event.assoc, archive.settings)
+    if not peer.may(DimseService.GET):
+        if trail is not None:
+            trail.alert(user=peer.user, source=peer.host, reason="C-GET not permitted")
+        yield 1  # pynetdicom takes a status only after a sub-operation count
+        yield NOT_AUTHORIZED, None
+        return
     try:
-        instances = _instances(event, archive)
+        partition, instances = _instances(event, archive)
     except (BadIdentifier, InvalidMatchKey) as exc:
         log.info("C-GET refused: %s", exc)
+        yield 1
         yield IDENTIFIER_MISMATCH, None
         return
-    yield from _send(event, archive, instances, lambda: event.assoc)
+    where = f"{peer.ae_title}@{peer.host}"
+    tally = RetrieveTally(trail, peer.user, "C-GET", where) if trail is not None else None
+    yield from _send(event, archive, partition, instances, lambda: event.assoc, tally)
 
 
 def _send(
     event: evt.Event,
     archive: Archive,
-    instances: list[tuple[str, str, str, str]],
+    partition: str,
+    instances: list[Selected],
     association: Callable[[], Any],
+    tally: RetrieveTally | None,
 ) -> Iterator[Any]:
     yield len(instances)
     spool = Spool(archive.settings.data_dir / "spool")
+    if tally is not None:
+        tally.begin(partition, [study for *_, study in instances])
     try:
         for instance in instances:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             try:
-                item = _sub_operation(archive, spool, instance, _accepted(association(), instance[1]))
+                key, sop_class, sop_instance, syntax, study = instance
+                stored = (key, sop_class, sop_instance, syntax)
+                item = _sub_operation(archive, spool, stored, _accepted(association(), sop_class))
             except Exception as exc:
                 log.error("stored object %s unreadable: %s", instance[0], type(exc).__name__)
                 yield UNABLE_TO_PROCESS, None
                 return
             yield PENDING, item
+            if tally is not None:  # resumed once pynetdicom has the sub-operation's response
+                tally.done(study, getattr(association(), "imaging_sent_status", None))
     finally:
         spool.release()
+        if tally is not None:
+            tally.end()
