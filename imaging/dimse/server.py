@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 # every message to format those lines, logged or not (~10% of a C-STORE's CPU): bind none. (`_config` is
 # pynetdicom's documented configuration module, despite its name.)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+# Its decoders log every malformed value a peer sends (with tracebacks, and the raw value, control characters
+# included) before the gateway's upper layer answers the PDU with an A-ABORT and logs one line for it: a
+# hostile peer would write what it likes into the log, as fast as it can connect.
+for _decoder in ("utils", "presentation", "pdu", "pdu_items", "pdu_primitives"):
+    logging.getLogger(f"pynetdicom.{_decoder}").setLevel(logging.CRITICAL)
 _config.LOG_HANDLER_LEVEL = "none"
 # C-GET / C-MOVE sub-operations send stored files as they are, never decoded (imaging.dimse.retrieve_scp).
 _config.STORE_SEND_CHUNKED_DATASET = True

@@ -9,16 +9,24 @@ value items do not tile it exactly with items of at least 2 bytes (context ID an
 PS3.8 9.3.5.1), is invalid: the state machine answers it with an A-ABORT (service-provider source, reason
 invalid-PDU-parameter-value or unrecognized-PDU), nothing more is read, and the connection is closed.
 A P-DATA-TF is decoded here in one pass (pynetdicom copies a PDU three times on its way in).
+
+The state machine also drops what the local user (pynetdicom's association thread) asks for once the
+association is over: a peer that sends an A-ASSOCIATE-RQ and an invalid PDU straight after it is aborted
+(Sta13) while the association thread is still negotiating, and its A-ASSOCIATE-AC (Evt7 in Sta13, not in
+PS3.8's state table) made pynetdicom's upper layer thread die with an exception (found by tests/fuzz).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import struct
 from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom import evt
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -82,6 +90,22 @@ def pdv_items(body: bytes | bytearray) -> list[tuple[int, bytes]] | None:
     return items
 
 
+# Events raised by the local user's primitives (A-ASSOCIATE request/response, P-DATA, A-RELEASE, A-ABORT).
+_LOCAL_EVENTS = {"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"}
+
+
+class _GatewayStateMachine(StateMachine):
+    def do_action(self, event: str) -> None:
+        if event in _LOCAL_EVENTS and (event, self.current_state) not in TRANSITION_TABLE:
+            # The association ended under the local user's feet: its primitive is moot. Take it off the
+            # queue (the action would have), instead of raising in the upper layer's thread.
+            log.info("%s dropped in %s: the association is over", event, self.current_state)
+            with contextlib.suppress(queue.Empty):
+                self.dul.to_provider_queue.get(False)
+            return
+        super().do_action(event)
+
+
 class GatewayDUL(DULServiceProvider):
     """pynetdicom's DUL with bounded, checked PDU reads (installed on each accepted connection)."""
 
@@ -98,6 +122,7 @@ class GatewayDUL(DULServiceProvider):
         dul.max_p_data = max_p_data
         dul._abort_reason = None
         dul._invalid = False
+        dul.state_machine.__class__ = _GatewayStateMachine
 
     def _read_pdu_data(self) -> None:
         sock = cast("AssociationSocket", self.socket)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import struct
 import time
-from pathlib import Path
 
 import pytest
 from pynetdicom import AE, evt
@@ -16,31 +15,12 @@ from pynetdicom.sop_class import Verification
 
 from tests.archive_fixtures import ARCHIVE_AE, CLIENT_AE, echo, free_port, serve_subprocess
 from tests.dimse import raw
+from tests.dimse.memory import tree_rss
+
+# A thread of the gateway that dies with an exception fails the test (pytest only warns by default).
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 MiB = 1 << 20
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and its descendants (the gateway processes of `imaging serve`)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            pids += _tree(int(child))
-    return pids
-
-
-def _rss(pid: int) -> int:
-    """Resident memory of the process tree, bytes."""
-    total = 0
-    for p in _tree(pid):
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except FileNotFoundError:
-            continue
-        line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
-        total += int(line.split()[1]) * 1024
-    return total
 
 
 @pytest.fixture
@@ -69,7 +49,7 @@ def test_declared_lengths_cost_no_memory(server):
     proc, port, log = server
     assert echo(port)
     time.sleep(1.0)
-    before = _rss(proc.pid)
+    before = tree_rss(proc.pid)
     sockets = []
     for length in (1 << 30, 1 << 30, 0xFFFFFFFF):
         sock = raw.connect(port)  # no association: a P-DATA-TF is unexpected there anyway
@@ -80,7 +60,7 @@ def test_declared_lengths_cost_no_memory(server):
         sock.sendall(struct.pack(">BBI", raw.P_DATA_TF, 0, length))
         sockets.append(sock)
     time.sleep(2.0)  # unfixed, the zero-filled buffers are all resident by now
-    grown = _rss(proc.pid) - before
+    grown = tree_rss(proc.pid) - before
     assert grown < 64 * MiB, f"RSS grew by {grown / MiB:.0f} MiB for 6 PDU headers sent"
     for sock in sockets:
         _abort_then_close(sock)
