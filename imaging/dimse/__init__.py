@@ -1,4 +1,5 @@
 """DICOM gateway over DIMSE (an edge, pynetdicom): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET. The SCP handlers
 translate DIMSE to domain calls (C-STORE → `Receiver.receive`) and domain errors to DIMSE statuses; the
 gateway (`server`), its extra processes (`processes`) and the C-STORE fast paths (`provider`,
-`receive_socket`, `part10`) carry the protocol."""
+`receive_socket`, `part10`) carry the protocol. Trust (issue 12): bounded, checked PDUs (`upper_layer`),
+who may do what (`access`), DICOM TLS (`tls`), the audit trail (`audit_trail`)."""

@@ -41,12 +41,16 @@ class Peer:
 
     @property
     def user(self) -> str:
-        """The audit trail's user: the calling AE title, with the TLS subject when there is one."""
-        user = f"ae:{self.ae_title}"
-        return f"{user} tls:{self.certificate.subject}" if self.certificate else user
+        return audit_user(self.ae_title, self.certificate)
 
     def may(self, service: DimseService) -> bool:
         return service in self.services
+
+
+def audit_user(ae_title: str, certificate: PeerCertificate | None) -> str:
+    """The audit trail's user: the calling AE title, with the TLS subject when there is one."""
+    user = f"ae:{ae_title}"
+    return f"{user} tls:{certificate.subject}" if certificate else user
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ DICOM TLS, its certificate subject (`access.Peer.user`), as PS3.15 A.5 events.
   matching keys, the number of matches.
 * C-MOVE / C-GET: Begin Transferring per request and study when the sub-operations start, DICOM Instances
   Transferred (action R) per study when they end, with completed and failed counts.
-* Refused connections, associations and services: Security Alert, at most one per host, AE title and reason a
-  minute, with how many more were refused since (a flood must not flood the index).
+* Refused connections, associations and services: Security Alert, at most one per host and reason a minute
+  (naming the first AE title), with how many more were refused since (a flood must not flood the index).
 
 Records go to the index from one writer thread, in batches, so that no protocol thread waits for the index's
 write lock: auditing costs a C-STORE a dictionary update.
@@ -43,7 +43,7 @@ class AuditWriter:
         self.db = db
         self.batch = batch
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._alerts: dict[tuple[str, str, str], list[float]] = {}  # key -> [window start, suppressed]
+        self._alerts: dict[tuple[str, str], list[Any]] = {}  # (host, reason) -> [window start, held, user]
         self._alerts_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="dimse-audit", daemon=True)
         self._thread.start()
@@ -52,8 +52,8 @@ class AuditWriter:
         self._queue.put({"event": event, **fields})
 
     def alert(self, *, user: str, source: str, reason: str, partition: str = "") -> None:
-        """A Security Alert, throttled per (host, user, reason)."""
-        key = (source, user, reason)
+        """A Security Alert, throttled per (host, reason): `reason` is one of a few fixed texts."""
+        key = (source, reason)
         now = time.monotonic()
         with self._alerts_lock:
             window = self._alerts.get(key)
@@ -61,7 +61,7 @@ class AuditWriter:
                 window[1] += 1
                 return
             suppressed = int(window[1]) if window is not None else 0
-            self._alerts[key] = [now, 0]
+            self._alerts[key] = [now, 0, user]
             if len(self._alerts) > 10_000:  # forget old windows (many hosts)
                 for old in [k for k, w in self._alerts.items() if now - w[0] >= ALERT_WINDOW]:
                     del self._alerts[old]
@@ -88,9 +88,9 @@ class AuditWriter:
 
     def _flush_alerts(self) -> None:
         with self._alerts_lock:
-            pending = [(k, int(w[1])) for k, w in self._alerts.items() if w[1]]
+            pending = [(k, int(w[1]), str(w[2])) for k, w in self._alerts.items() if w[1]]
             self._alerts.clear()
-        for (source, user, reason), count in pending:
+        for (source, reason), count, user in pending:
             self.record(
                 AuditEvent.SECURITY_ALERT,
                 user=user,

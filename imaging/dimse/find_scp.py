@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import evt
@@ -100,11 +101,14 @@ def handle_find(
             _record(trail, peer, model, asked, matched, outcome)
 
 
+@dataclass
 class _Asked:
     """What a C-FIND asked, for its audit record: level, matching key names, partition, the one study."""
 
-    def __init__(self, level: str, keys: list[str], partition: str, study_uid: str) -> None:
-        self.level, self.keys, self.partition, self.study_uid = level, keys, partition, study_uid
+    level: str
+    keys: list[str]
+    partition: str
+    study_uid: str
 
 
 def _single_uid(value: str) -> str:

@@ -28,7 +28,7 @@ from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
 from imaging.config import Settings
-from imaging.dimse.access import AccessPolicy, Refusal, allowed_contexts
+from imaging.dimse.access import ALL_SERVICES, AccessPolicy, Refusal, allowed_contexts, audit_user
 from imaging.dimse.audit_trail import AuditWriter, StoreTally
 from imaging.dimse.contexts import called_ae_title, calling_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
@@ -106,15 +106,17 @@ def _requested(event: evt.Event, gateway: Gateway) -> None:
         _reject(assoc, CALLED_AE_NOT_RECOGNIZED)
         return
     sock = cast(Any, assoc.dul.socket).socket
-    admitted = gateway.policy.admit(calling, host, peer_certificate(sock), isinstance(sock, ssl.SSLSocket))
+    certificate = peer_certificate(sock)
+    admitted = gateway.policy.admit(calling, host, certificate, isinstance(sock, ssl.SSLSocket))
     if isinstance(admitted, Refusal):
         log.warning("association from %s refused: %s", host, admitted.reason)
-        gateway.audit.alert(user=f"ae:{calling}", source=host, reason=admitted.reason)
+        gateway.audit.alert(user=audit_user(calling, certificate), source=host, reason=admitted.reason)
         _reject(assoc, CALLING_AE_NOT_RECOGNIZED)
         return
     assoc.imaging_peer = admitted  # type: ignore[attr-defined]  # (the gateway's per-association state)
     assoc.imaging_stores = StoreTally(user=admitted.user, source=host)  # type: ignore[attr-defined]
-    assoc.acceptor.supported_contexts = allowed_contexts(assoc.acceptor.supported_contexts, admitted)
+    if admitted.services != ALL_SERVICES:
+        assoc.acceptor.supported_contexts = allowed_contexts(assoc.acceptor.supported_contexts, admitted)
     send_stored(assoc)  # C-GET sub-operations on this association send stored files as they are
 
 
@@ -143,8 +145,9 @@ class _GatewayRequestHandler(RequestHandler):
             ReceiveSocket.install(assoc, gateway.settings.network_timeout)
             GatewayDIMSEProvider.install(assoc, gateway.settings.max_upload_bytes)
             host = str(self.client_address[0])
+            # (what was wrong goes to the log; one reason for the alerts, so that they throttle per host)
             assoc.imaging_on_invalid_pdu = lambda what: gateway.audit.alert(  # type: ignore[attr-defined]
-                user="", source=host, reason=f"invalid PDU: {what}"
+                user="", source=host, reason="invalid PDU"
             )
             run = assoc.run
 
@@ -402,7 +405,7 @@ class Gateway:
         except (ssl.SSLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             log.warning("DICOM TLS handshake with %s failed: %s", host, reason)
-            self.audit.alert(user="", source=host, reason=f"TLS handshake failed: {reason}")
+            self.audit.alert(user="", source=host, reason=f"TLS handshake failed: {str(reason)[:64]}")
             try:
                 request.close()
             finally:

@@ -213,6 +213,9 @@ def test_certificate_bound_to_another_ae_refused(tls_gateway, pki, tmp_path):
     assert _count(archive) == 0
     reason = "client certificate not bound to the calling AE title"
     assert reason in _alerts(archive, gateway, reason)
+    with archive.db.read() as s:  # the refused caller named with its certificate
+        users = set(s.scalars(select(AuditRecord.user).where(AuditRecord.detail == reason)))
+    assert users == {"ae:TLSSCU tls:CN=workstation9,O=Synthetic Hospital"}
 
 
 def test_bound_ae_refused_on_the_plain_port(tls_gateway, pki, tmp_path):
