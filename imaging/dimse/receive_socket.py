@@ -6,7 +6,8 @@ pynetdicom's `AssociationSocket.recv` reads 4 KiB at a time and grows a bytearra
 for. Here the PDU's bytes go into one buffer (`recv_into`) that starts at `FIRST_READ` and doubles as the
 bytes arrive, up to the length the PDU header announced: a header that announces a gigabyte and sends nothing
 costs 64 KiB, not a gigabyte (issue 12). What arrives within the socket timeout is read; a whole PDU must
-arrive within `deadline` seconds, so that a peer trickling a byte a minute does not hold a connection. The
+arrive within `deadline` seconds, so that a peer trickling a byte a minute does not hold a connection; each
+read and write waits at most that long (kernel socket timeouts). The
 result, a short read on a closed connection included, is what pynetdicom's `recv` returns.
 
 The upper layer (imaging.dimse.upper_layer) bounds the lengths it asks for by PDU type.
@@ -14,7 +15,11 @@ The upper layer (imaging.dimse.upper_layer) bounds the lengths it asks for by PD
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
 import time
+from socket import SO_RCVTIMEO, SO_SNDTIMEO, SOL_SOCKET
 from typing import TYPE_CHECKING, cast
 
 from pynetdicom.transport import AssociationSocket
@@ -25,6 +30,27 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
 
 FIRST_READ = 64 * 1024
+_ZEROS = memoryview(bytes(1 << 20))  # what a buffer grows by, without a temporary object each time
+_INT = bytes(4)
+
+
+def _arrived(sock: socket.socket) -> int:
+    """Bytes received on the connection and not read yet (the kernel's count; for TLS, still encrypted)."""
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT), "little")
+    except OSError:
+        return 0
+
+
+def _kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Accepted sockets block forever: give their reads and writes a timeout, kept by the kernel
+    (SO_RCVTIMEO / SO_SNDTIMEO; a read or write past it fails with EAGAIN, which pynetdicom's upper layer takes
+    as a closed connection). Python's own socket timeout would put a poll() before every recv and send."""
+    sock.settimeout(None)
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(SOL_SOCKET, SO_RCVTIMEO, value)
+    sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, value)
 
 
 class ReceiveSocket(AssociationSocket):
@@ -38,16 +64,19 @@ class ReceiveSocket(AssociationSocket):
             sock.__class__ = cls
             cast(ReceiveSocket, sock).deadline = timeout
             if sock.socket is not None and timeout is not None:
-                sock.socket.settimeout(timeout)  # accepted sockets block forever otherwise
+                _kernel_timeouts(sock.socket, timeout)
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast("socket.socket", self.socket)
-        buffer = bytearray(min(nr_bytes, FIRST_READ))
+        size = nr_bytes if nr_bytes <= FIRST_READ else min(nr_bytes, max(FIRST_READ, _arrived(sock)))
+        buffer = bytearray(size)
         received = 0
         until = None if self.deadline is None else time.monotonic() + self.deadline
         while received < nr_bytes:
-            if received == len(buffer):  # full: double it, up to the announced length
-                buffer.extend(bytes(min(len(buffer), nr_bytes - len(buffer))))
+            if received == len(buffer):  # full: grow by what arrived, at least double, at most announced
+                wanted = min(nr_bytes, max(2 * len(buffer), received + _arrived(sock)))
+                while len(buffer) < wanted:
+                    buffer += _ZEROS[: wanted - len(buffer)]
             with memoryview(buffer) as view:
                 count = sock.recv_into(view[received:], len(buffer) - received)
             if not count:  # connection closed: what arrived, as pynetdicom returns it

@@ -173,3 +173,27 @@ def test_gateway_limits_connections(make_archive, start_gateway):
     while not echo(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert echo(port)
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickling"])
+def test_a_pdu_must_arrive_in_time(make_archive, start_gateway, trickle):
+    """A peer that announces a PDU and then stalls, or sends it a byte at a time, is cut off after about the
+    network timeout, and its slot is free again."""
+    archive = make_archive(network_timeout=2.0)
+    port = start_gateway(archive)
+    sock = raw.connect(port)
+    sock.sendall(struct.pack(">BBI", raw.ASSOCIATE_RQ, 0, 1000) + b"\0")
+    started = time.monotonic()
+    gone = False
+    while time.monotonic() - started < 15 and not gone:
+        if trickle:
+            try:
+                sock.sendall(b"\0")
+            except OSError:
+                gone = True
+                break
+        gone = raw.closed(sock, timeout=0.5)
+    assert gone, "the gateway kept a stalled connection"
+    assert time.monotonic() - started < 2 * 2.0 + 3
+    sock.close()
+    assert echo(port)
