@@ -1,6 +1,9 @@
 """Settings: one class, read from environment variables (IMAGING_*), an optional TOML file and CLI flags.
 
-Insecure defaults (open HTTP, any calling AE) are refused unless `dev_mode` is on.
+Insecure combinations are refused unless `dev_mode` is on: PHI in logs (`log_phi`), and a DICOM gateway
+reachable from other machines that admits any calling AE (`dicom_host` / `dicom_tls_host` beyond the loopback
+interface without `calling_aes`). Out of the box the gateway listens on localhost only; HTTP needs a token on
+every route but /health outside dev mode.
 """
 
 from __future__ import annotations
@@ -45,17 +48,73 @@ class RemoteAE(BaseSettings):
     port: int
 
 
+class DimseService(StrEnum):
+    """What an admitted calling AE may ask the gateway for (C-ECHO is always answered)."""
+
+    STORE = "store"  # C-STORE into the archive
+    FIND = "find"  # C-FIND
+    GET = "get"  # C-GET (the instances come back on the caller's own association)
+    MOVE = "move"  # C-MOVE (to a destination in remote_aes only)
+
+
+def _valid_ae_title(value: str) -> str:
+    value = value.strip()
+    if not 0 < len(value) <= 16 or "\\" in value or not value.isascii():
+        raise ValueError("AE title must be 1-16 ASCII characters without backslash")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "" / "0.0.0.0": every interface
+
+
+class CallingAE(BaseSettings):
+    """A calling AE title the gateway admits: from which hosts, for which services, with which certificate."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    ae_title: str
+    # IP addresses or networks (CIDR) it connects from; a connection from any other host is closed at once.
+    hosts: list[str]
+    permissions: list[DimseService]
+    # Names its TLS client certificate must carry (subject CN or DNS subject alternative name); when set,
+    # the AE is admitted only over DICOM TLS with a certificate that bears one of them.
+    tls_names: list[str] = Field(default_factory=list)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae(cls, v: str) -> str:
+        return _valid_ae_title(v)
+
+    @field_validator("hosts")
+    @classmethod
+    def _valid_hosts(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a calling AE needs the hosts it connects from")
+        for host in v:
+            ipaddress.ip_network(host, strict=False)  # ValueError names the bad one
+        return v
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(h, strict=False) for h in self.hosts]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGING_", extra="ignore", env_nested_delimiter="__")
 
     data_dir: Path = Path("./data")
     database_url: str = ""  # empty: SQLite in data_dir
     ae_title: str = "IMAGING"
-    dicom_host: str = "0.0.0.0"
+    dicom_host: str = "127.0.0.1"  # localhost only, out of the box (issue 12); see calling_aes
     dicom_port: int = 11112
     http_host: str = "0.0.0.0"
     http_port: int = 8042
-    # Calling AE titles allowed to associate; empty means any (allowed only in dev mode).
+    # Replaced by calling_aes (hosts and permissions per AE); a configuration still naming it is refused.
     allowed_calling_aets: list[str] = Field(default_factory=list)
     # C-MOVE / C-GET destinations: AE title -> address.
     remote_aes: list[RemoteAE] = Field(default_factory=list)
@@ -161,13 +220,27 @@ class Settings(BaseSettings):
     audit_syslog_client_keyfile: Path | None = None
     audit_source_id: str = "imaging-archive"  # AuditSourceIdentification/@AuditSourceID
 
+    # --- Issue 12 (DIMSE): who may use the DICOM gateway, DICOM TLS, protocol limits -----------------------
+    # Calling AEs admitted, each from its hosts, with its services. Empty: any calling AE with every service,
+    # which is refused (outside dev mode) unless every DIMSE listener is on the loopback interface.
+    calling_aes: list[CallingAE] = Field(default_factory=list)
+    # Largest P-DATA-TF PDU the gateway receives, announced at association (PS3.8 D.1): what one connection
+    # may make it hold while a PDU arrives. A longer PDU is answered with an A-ABORT.
+    dicom_max_pdu_size: int = Field(default=1 << 20, ge=16384, le=16 << 20)
+    # DICOM TLS (PS3.15 B.9, BCP 195: TLS 1.2+) on its own port (2762 is registered); None: no TLS listener.
+    dicom_tls_port: int | None = Field(default=None, ge=0, le=65535)
+    dicom_tls_host: str = ""  # empty: dicom_host
+    dicom_tls_cert: Path | None = None  # PEM certificate chain of the gateway
+    dicom_tls_key: Path | None = None  # PEM private key of the gateway
+    # Mutual TLS: the CA certificates (PEM) that sign the peers' client certificates. Without it the gateway
+    # asks for none; with it, a peer without a valid certificate is refused unless the next setting is off.
+    dicom_tls_client_ca: Path | None = None
+    dicom_tls_require_client_cert: bool = True
+
     @field_validator("ae_title")
     @classmethod
     def _valid_ae(cls, v: str) -> str:
-        v = v.strip()
-        if not 0 < len(v) <= 16 or "\\" in v:
-            raise ValueError("AE title must be 1-16 characters without backslash")
-        return v
+        return _valid_ae_title(v)
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:
@@ -184,7 +257,32 @@ class Settings(BaseSettings):
                 raise ValueError("oidc_algorithms: asymmetric algorithms only (RS*, PS*, ES*)")
         if self.audit_syslog_url and urlsplit(self.audit_syslog_url).scheme not in ("udp", "tls"):
             raise ValueError("audit_syslog_url: udp://host:port or tls://host:port")
+        self._refuse_open_gateway()
         return self
+
+    def _refuse_open_gateway(self) -> None:
+        """Issue 12: a gateway reachable from other machines admits listed calling AEs only."""
+        if self.allowed_calling_aets:
+            raise ValueError("allowed_calling_aets is replaced by calling_aes (AE title, hosts, permissions)")
+        if not self.dev_mode and not self.calling_aes and not self.dimse_on_loopback_only():
+            raise ValueError(
+                "the DICOM gateway listens beyond localhost (dicom_host / dicom_tls_host): set calling_aes"
+            )
+        if self.dicom_tls_port is not None and (self.dicom_tls_cert is None or self.dicom_tls_key is None):
+            raise ValueError("dicom_tls_port needs dicom_tls_cert and dicom_tls_key")
+        if any(ae.tls_names for ae in self.calling_aes) and self.dicom_tls_client_ca is None:
+            raise ValueError("calling_aes with tls_names need dicom_tls_client_ca (client certificates)")
+        titles = [ae.ae_title for ae in self.calling_aes]
+        if len(set(titles)) != len(titles):
+            raise ValueError("each calling AE title is listed once")
+
+    def dimse_on_loopback_only(self) -> bool:
+        hosts = [self.dicom_host] + ([self.tls_host] if self.dicom_tls_port is not None else [])
+        return all(_is_loopback(h) for h in hosts)
+
+    @property
+    def tls_host(self) -> str:
+        return self.dicom_tls_host or self.dicom_host
 
     @property
     def db_url(self) -> str:
@@ -223,6 +321,9 @@ class Settings(BaseSettings):
 
     def remote_ae(self, ae_title: str) -> RemoteAE | None:
         return next((r for r in self.remote_aes if r.ae_title == ae_title.strip()), None)
+
+    def calling_ae(self, ae_title: str) -> CallingAE | None:
+        return next((c for c in self.calling_aes if c.ae_title == ae_title.strip()), None)
 
 
 def is_loopback(host: str) -> bool:

@@ -82,6 +82,14 @@ def scu_contexts(objects: Iterable[tuple[str, str]]) -> list[PresentationContext
     return contexts
 
 
+def calling_ae_title(assoc: Any) -> str:
+    """The peer's own AE title, from its A-ASSOCIATE-RQ (`requestor.ae_title` is set only during
+    negotiation, after EVT_REQUESTED)."""
+    primitive = getattr(assoc.requestor, "primitive", None)
+    calling = getattr(primitive, "calling_ae_title", None) or assoc.requestor.ae_title
+    return str(calling).strip()
+
+
 def called_ae_title(assoc: Any) -> str:
     """The AE title the peer called (A-ASSOCIATE-RQ), which may be a project-bound one; pynetdicom's
     `acceptor.ae_title` is always our own."""

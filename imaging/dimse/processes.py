@@ -105,8 +105,9 @@ class Dispatcher:
         if channel is not None:
             channel.close()
 
-    def hand_off(self, connection: socket.socket, address: Any) -> bool:
-        """Give `connection` to the least-loaded process. False: this process is to serve it itself."""
+    def hand_off(self, connection: socket.socket, address: Any, tls: bool = False) -> bool:
+        """Give `connection` (accepted on the TLS port when `tls`: the process serving it does the handshake)
+        to the least-loaded process. False: this process is to serve it itself."""
         with self._lock:
             pid = min(self.load, key=lambda p: (self.load[p], p == self.pid))
             self.load[pid] += 1
@@ -114,7 +115,8 @@ class Dispatcher:
         if channel is None:
             return False
         try:
-            payload = json.dumps(list(address) if isinstance(address, tuple) else address).encode()
+            client = list(address) if isinstance(address, tuple) else address
+            payload = json.dumps({"address": client, "tls": tls}).encode()
             socket.send_fds(channel, [payload], [connection.fileno()])
         except OSError:  # the child died: serve it here; the watcher restarts the child
             log.warning("could not hand a connection to gateway process %d", pid)
@@ -133,6 +135,15 @@ class Dispatcher:
     def local_closed(self) -> None:
         self.closed(self.pid)
 
+    def open_connections(self) -> int:
+        """Connections handed to every process (this one included) and not yet closed."""
+        with self._lock:
+            return sum(self.load.values())
+
+    def processes(self) -> int:
+        with self._lock:
+            return len(self.load)
+
 
 def receive_connections(channel: socket.socket, serve: Any, stop: threading.Event) -> None:
     """Child side: serve every connection the server process hands over, until the pair is closed."""
@@ -145,8 +156,9 @@ def receive_connections(channel: socket.socket, serve: Any, stop: threading.Even
             break
         for fd in fds:
             connection = socket.socket(fileno=fd)
-            address = json.loads(payload)
-            serve(connection, tuple(address) if isinstance(address, list) else address)
+            handed = json.loads(payload)
+            address = handed["address"]
+            serve(connection, tuple(address) if isinstance(address, list) else address, bool(handed["tls"]))
     stop.set()
 
 
@@ -182,10 +194,10 @@ def child_main(
     archive = Archive.open(settings, maintenance=False)
     relay = QueueRelay(messages)
     gateway = Gateway(archive, relay=relay, on_connection_closed=relay.closed)
-    server = gateway.start_without_listening(address)
+    serve = gateway.start_without_listening(address)
     threading.Thread(
         target=receive_connections,
-        args=(channel, server.process_request, stop),
+        args=(channel, serve, stop),
         name="dimse-handoff",
         daemon=True,
     ).start()

@@ -11,10 +11,17 @@ Anything else, and anything unusual in these two, takes pynetdicom's own path un
 elements pynetdicom would warn about or drop, a command set split over more PDVs than one PDU holds, bound
 EVT_DIMSE_RECV / EVT_DIMSE_SENT handlers (which want pynetdicom's message objects), chunked data sets.
 tests/dimse/test_provider.py compares the results with pynetdicom's, byte for byte and field for field.
+
+Bounds (issue 12): a message is at most `max_message` bytes, command set and data set (`max_upload_bytes`):
+past it, a C-STORE's data set is dropped as it arrives and the request reaches the handler with no data set,
+which answers Out of Resources; any other message is answered with an A-ABORT. A command set is at most
+`COMMAND_LIMIT` bytes. A message that cannot be decoded, whatever the reason, is answered with an A-ABORT
+too: never an exception in the upper layer's thread, which would leave the association without a reader.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
@@ -27,7 +34,10 @@ from pynetdicom.pdu_primitives import P_DATA
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
+log = logging.getLogger(__name__)
+
 PDV = tuple[int, bytes]
+COMMAND_LIMIT = 64 * 1024  # a command set is a few hundred bytes
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
@@ -41,18 +51,21 @@ class _Unusual(Exception):
 
 
 class GatewayDIMSEProvider(DIMSEServiceProvider):
-    def __init__(self, assoc: Association) -> None:
+    def __init__(self, assoc: Association, max_message: int = 4 << 30) -> None:
         super().__init__(assoc)
+        self.max_message = max_message
         self._consumed: list[PDV] = []  # this message's command fragments, replayed if pynetdicom takes over
         self._command = bytearray()
         self._request: C_STORE | None = None  # a decoded C-STORE-RQ waiting for its data set
         self._fragments: list[memoryview] = []
+        self._size = 0  # bytes of the current message so far
+        self._oversize = False  # the current C-STORE's data set is being dropped
         self._passthrough = False  # pynetdicom is decoding the current message
 
     @classmethod
-    def install(cls, assoc: Association) -> None:
-        """Use this provider for `assoc` (before any P-DATA arrives: at EVT_REQUESTED)."""
-        assoc.dimse = cls(assoc)
+    def install(cls, assoc: Association, max_message: int = 4 << 30) -> None:
+        """Use this provider for `assoc` (before any P-DATA arrives)."""
+        assoc.dimse = cls(assoc, max_message)
 
     def _observed(self, event: evt.EventType) -> bool:
         return bool(self.assoc.get_handlers(event))
@@ -60,17 +73,36 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
     # -- receiving ---------------------------------------------------------------------------------------
 
     def receive_primitive(self, primitive: P_DATA) -> None:
-        pdvs = cast(list[PDV], primitive.presentation_data_value_list)
+        try:
+            self._receive(cast(list[PDV], primitive.presentation_data_value_list))
+        except Exception as exc:  # whatever a hostile message does to a decoder: abort, keep the reader
+            self._invalid(f"undecodable message ({type(exc).__name__})")
+
+    def _invalid(self, what: str) -> None:
+        """An invalid DIMSE message: A-ABORT (as pynetdicom answers one), nothing more of it kept."""
+        log.warning("invalid DIMSE message: %s", what)
+        self._reset()
+        self._passthrough = False
+        self.message = None
+        self.dul.event_queue.put("Evt19")
+
+    def _receive(self, pdvs: list[PDV]) -> None:
+        if any(not data for _, data in pdvs):  # no message control header (the upper layer refuses these)
+            self._invalid("presentation data value without a message control header")
+            return
+        if self._passthrough:
+            self._pynetdicom(pdvs)
+            return
         for index, (context_id, data) in enumerate(pdvs):
-            if self._passthrough:
-                self._pynetdicom(pdvs[index:])
-                return
             if self._request is None:  # in the command set
                 if not data[0] & 1 or (not self._consumed and not self._fast_path_allowed()):
                     self._hand_over(pdvs[index:])
                     return
                 self._consumed.append((context_id, data))
                 self._command += memoryview(data)[1:]
+                if len(self._command) > COMMAND_LIMIT:
+                    self._invalid("command set too long")
+                    return
                 if data[0] & 2:  # the last command fragment
                     try:
                         self._request = _decode_c_store_rq(bytes(self._command))
@@ -79,14 +111,19 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
                         return
                     self._request._context_id = context_id
             elif data[0] & 1:  # a command fragment where the data set should continue
-                self._reset()
-                self.dul.event_queue.put("Evt19")  # as pynetdicom answers an invalid message: A-ABORT
+                self._invalid("command fragment inside a data set")
                 return
             else:
-                self._fragments.append(memoryview(data)[1:])
+                self._size += len(data) - 1
+                if self._size > self.max_message:  # too large to keep: dropped as it arrives
+                    self._oversize = True
+                    self._fragments = []
+                else:
+                    self._fragments.append(memoryview(data)[1:])
                 if data[0] & 2:  # the last data set fragment: the request is complete
                     request = self._request
-                    request.DataSet = BytesIO(b"".join(self._fragments))
+                    # A data set over the limit: none, which the C-STORE handler answers 0xA700.
+                    request.DataSet = None if self._oversize else BytesIO(b"".join(self._fragments))
                     self._reset()
                     self.msg_queue.put((cast(int, request._context_id), request))
 
@@ -101,17 +138,24 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
         self._pynetdicom([*consumed, *rest])
 
     def _pynetdicom(self, pdvs: list[PDV]) -> None:
+        self._size += sum(len(data) - 1 for _, data in pdvs)
+        if self._size > self.max_message:
+            self._invalid(f"message over {self.max_message} bytes")
+            return
         p_data = P_DATA()
         p_data.presentation_data_value_list.extend(pdvs)  # (its setter wants lists, the DUL gives tuples)
         super().receive_primitive(p_data)
         if self.message is None:  # pynetdicom finished the message
             self._passthrough = False
+            self._size = 0
 
     def _reset(self) -> None:
         self._consumed = []
         self._command = bytearray()
         self._request = None
         self._fragments = []
+        self._size = 0
+        self._oversize = False
 
     # -- sending -----------------------------------------------------------------------------------------
 

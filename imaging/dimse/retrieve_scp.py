@@ -13,7 +13,10 @@ is counted as failed, with its SOP Instance UID in the Failed SOP Instance UID L
 (Warning 0xB000, or 0xA702 when every sub-operation failed), and the others go on.
 
 A C-MOVE proposes to its destination every SOP class with the uncompressed syntaxes plus each stored syntax
-(imaging.dimse.contexts.scu_contexts), so that the destination can pick."""
+(imaging.dimse.contexts.scu_contexts), so that the destination can pick.
+A caller needs the `move` or `get` service (imaging.dimse.access): C-GET is limited as C-MOVE is, and C-MOVE
+goes to configured destinations only. Each retrieve is audited per study: Begin Transferring, then DICOM
+Instances Transferred with the sub-operations' outcomes (imaging.dimse.audit_trail)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification
 
 from imaging.archive import Archive
+from imaging.config import DimseService
+from imaging.dimse.access import peer_of
+from imaging.dimse.audit_trail import AuditWriter, RetrieveTally
 from imaging.dimse.contexts import called_ae_title, scu_contexts
 from imaging.dimse.find_scp import levels_for
 from imaging.dimse.query_keys import BadIdentifier, keys_of, level_of
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 PENDING = 0xFF00
 CANCEL = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900
+NOT_AUTHORIZED = 0x0124
 
 
 class Stored(NamedTuple):
@@ -56,6 +63,7 @@ class Stored(NamedTuple):
     sop_instance: str
     syntax: str
     has_pixels: bool
+    study: str  # StudyInstanceUID, for the audit trail
 
 
 class StoredInstance(Dataset):
@@ -99,7 +107,11 @@ def send_stored(assoc: Any) -> None:
             raise ValueError(dataset.__dict__["reason"])
         if isinstance(dataset, StoredInstance):
             dataset = dataset.__dict__["spool_path"]
-        return send_c_store(dataset, *args, **kwargs)
+        assoc.imaging_sent_status = None
+        rsp = send_c_store(dataset, *args, **kwargs)
+        # The sub-operation's outcome, for the audit trail (read when the handler is resumed).
+        assoc.imaging_sent_status = int(rsp.Status) if "Status" in rsp else None
+        return rsp
 
     assoc.send_c_store = send
 
@@ -169,8 +181,8 @@ def _sub_operation(archive: Archive, spool: Spool, stored: Stored, accepted: lis
     return Uncarried.of(stored, "cannot transcode the object to any accepted transfer syntax")
 
 
-def _instances(event: evt.Event, archive: Archive) -> list[Stored]:
-    """Every instance the identifier selects."""
+def _instances(event: evt.Event, archive: Archive) -> tuple[str, list[Stored]]:
+    """The partition and every instance the identifier selects."""
     request = event.identifier
     level_of(request, levels_for(str(event.request.AffectedSOPClassUID)))
     matching, _ = keys_of(request)
@@ -183,36 +195,43 @@ def _instances(event: evt.Event, archive: Archive) -> list[Stored]:
         raise BadIdentifier("called AE title serves no partition")
     with archive.db.read() as session:
         found = [
-            (
+            Stored(
+                m.instance.object_key,
+                m.instance.SOPClassUID,
+                m.instance.SOPInstanceUID,
+                m.instance.TransferSyntaxUID,
+                m.instance.Rows is not None or m.instance.pixel_offset is not None,
                 m.study.StudyInstanceUID,
-                Stored(
-                    m.instance.object_key,
-                    m.instance.SOPClassUID,
-                    m.instance.SOPInstanceUID,
-                    m.instance.TransferSyntaxUID,
-                    m.instance.Rows is not None or m.instance.pixel_offset is not None,
-                ),
             )
             for m in find(session, Query(level=Level.IMAGE, keys=matching, partition=partition))
             if m.instance is not None
         ]
-    record_access(archive.db, partition, {study for study, _ in found})  # retention rules on last access
-    return [stored for _, stored in found]
+    record_access(archive.db, partition, {stored.study for stored in found})  # retention: last access
+    return partition, found
 
 
-def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
+def handle_move(event: evt.Event, archive: Archive, trail: AuditWriter | None = None) -> Iterator[Any]:
     destination = archive.settings.remote_ae(str(event.move_destination))
     if destination is None:
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
+    peer = peer_of(event.assoc, archive.settings)
+    refusal = None
     try:
-        instances = _instances(event, archive)
+        if not peer.may(DimseService.MOVE):
+            refusal = NOT_AUTHORIZED
+            if trail is not None:
+                trail.alert(user=peer.user, source=peer.host, reason="C-MOVE not permitted")
+        else:
+            partition, instances = _instances(event, archive)
     except (BadIdentifier, InvalidMatchKey) as exc:
         log.info("C-MOVE refused: %s", exc)
+        refusal = IDENTIFIER_MISMATCH
+    if refusal is not None:
         # pynetdicom takes a status only after the destination and a sub-operation count.
         yield destination.host, destination.port, {"contexts": [build_context(Verification)]}
         yield 1
-        yield IDENTIFIER_MISMATCH, None
+        yield refusal, None
         return
     sub_association: list[Any] = []  # pynetdicom opens it between our yields; we need its contexts
 
@@ -228,27 +247,43 @@ def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
             "evt_handlers": [(evt.EVT_ACCEPTED, accepted)],
         },
     )
-    yield from _send(event, archive, instances, lambda: sub_association[0])
+    where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+    tally = RetrieveTally(trail, peer.user, "C-MOVE", where) if trail is not None else None
+    yield from _send(event, archive, partition, instances, lambda: sub_association[0], tally)
 
 
-def handle_get(event: evt.Event, archive: Archive) -> Iterator[Any]:
+def handle_get(event: evt.Event, archive: Archive, trail: AuditWriter | None = None) -> Iterator[Any]:
+    peer = peer_of(event.assoc, archive.settings)
+    if not peer.may(DimseService.GET):
+        if trail is not None:
+            trail.alert(user=peer.user, source=peer.host, reason="C-GET not permitted")
+        yield 1  # pynetdicom takes a status only after a sub-operation count
+        yield NOT_AUTHORIZED, None
+        return
     try:
-        instances = _instances(event, archive)
+        partition, instances = _instances(event, archive)
     except (BadIdentifier, InvalidMatchKey) as exc:
         log.info("C-GET refused: %s", exc)
+        yield 1
         yield IDENTIFIER_MISMATCH, None
         return
-    yield from _send(event, archive, instances, lambda: event.assoc)
+    where = f"{peer.ae_title}@{peer.host}"
+    tally = RetrieveTally(trail, peer.user, "C-GET", where) if trail is not None else None
+    yield from _send(event, archive, partition, instances, lambda: event.assoc, tally)
 
 
 def _send(
     event: evt.Event,
     archive: Archive,
+    partition: str,
     instances: list[Stored],
     association: Callable[[], Any],
+    tally: RetrieveTally | None,
 ) -> Iterator[Any]:
     yield len(instances)
     spool = Spool(archive.settings.data_dir / "spool")
+    if tally is not None:
+        tally.begin(partition, [stored.study for stored in instances])
     try:
         for stored in instances:
             if event.is_cancelled:
@@ -260,5 +295,9 @@ def _send(
                 log.error("stored object %s unreadable: %s", stored.key, type(exc).__name__)
                 item = Uncarried.of(stored, "the stored object cannot be read")
             yield PENDING, item
+            if tally is not None:  # resumed once pynetdicom has the sub-operation's response
+                tally.done(stored.study, getattr(association(), "imaging_sent_status", None))
     finally:
         spool.release()
+        if tally is not None:
+            tally.end()

@@ -1,4 +1,5 @@
-"""C-STORE SCP: the received bytes, exactly as sent, go through the single ingest path."""
+"""C-STORE SCP: the received bytes, exactly as sent, go through the single ingest path, for a caller allowed
+to store; each outcome is tallied for the association's audit record (imaging.dimse.audit_trail)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
 from imaging.archive import Archive
+from imaging.config import DimseService
+from imaging.dimse.access import peer_of
+from imaging.dimse.audit_trail import StoreTally
 from imaging.dimse.contexts import called_ae_title, is_storage_sop_class
 from imaging.dimse.part10 import part10
-from imaging.errors import ArchiveError, SOPClassNotSupported
+from imaging.errors import ArchiveError, NotAuthorized, OutOfResources, SOPClassNotSupported
 from imaging.ingest import Expected
 
 log = logging.getLogger(__name__)
@@ -32,9 +36,14 @@ class ReceivingRelay(Protocol):
 def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | None = None) -> int | Any:
     request = cast(C_STORE, event.request)
     sop_class = str(request.AffectedSOPClassUID)
+    tally = getattr(event.assoc, "imaging_stores", None)
     try:
+        if not peer_of(event.assoc, archive.settings).may(DimseService.STORE):
+            raise NotAuthorized("the calling AE may not store")
         if not is_storage_sop_class(sop_class) and sop_class not in archive.settings.extra_sop_classes:
             raise SOPClassNotSupported("SOP class not supported")
+        if request.DataSet is None:  # dropped on arrival: over max_upload_bytes (imaging.dimse.provider)
+            raise OutOfResources("data set larger than the archive accepts")
         sop_instance = str(request.AffectedSOPInstanceUID)
         data = part10(
             sop_class,
@@ -51,10 +60,16 @@ def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | Non
         )
     except ArchiveError as exc:
         log.warning("C-STORE refused: 0x%04X %s", exc.dimse_status, exc)
+        if isinstance(tally, StoreTally):
+            tally.refuse(exc.dimse_status)
         return exc.dimse_status
     except Exception:
         log.exception("C-STORE failed")
+        if isinstance(tally, StoreTally):
+            tally.refuse(0xC001)
         return 0xC001
+    if isinstance(tally, StoreTally):
+        tally.stored(result.partition, result.study_instance_uid, str(result.disposition))
     received = archive.receiving.setdefault(id(event.assoc), set())
     series = (result.partition, result.series_instance_uid)
     if relay is not None and series not in received:

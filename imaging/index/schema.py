@@ -119,6 +119,10 @@ class Instance(Base):
     __tablename__ = "instance"
     instance_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_pk: Mapped[int] = mapped_column(ForeignKey("series.series_pk"), index=True)
+    # The study's partition, repeated here so that the index itself keeps a SOP Instance UID unique in its
+    # partition (uq_instance_uid): wherever it is sent again, in another series or study, it is the same
+    # instance (issue 12).
+    partition: Mapped[str] = mapped_column(String(64), default=CLINICAL, server_default=CLINICAL)
     SOPInstanceUID: Mapped[str] = mapped_column(String(64))
     SOPClassUID: Mapped[str] = mapped_column(String(64), default="")
     InstanceNumber: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -142,6 +146,7 @@ class Instance(Base):
     __table_args__ = (
         UniqueConstraint("series_pk", "SOPInstanceUID", name="uq_instance"),
         Index("ix_instance_uid", "SOPInstanceUID"),
+        Index("uq_instance_uid", "partition", "SOPInstanceUID", unique=True),
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from imaging.config import OverwritePolicy
@@ -54,12 +54,11 @@ _PATIENT_MATCH = (
     & (_P.c.IssuerOfPatientID == bindparam("p_issuer"))
 )
 _PATIENT_SELECT = Prepared(select(*_PATIENT_COLUMNS).where(_PATIENT_MATCH))
-# The study with, when they exist, the series, the instance and the study's patient if it is the one the
-# received PatientID and issuer name (else that patient is looked up on its own, as for a new study): a
-# known study takes one lookup instead of four.
-_SE_MATCH = _SE.join(
-    _I, (_I.c.series_pk == _SE.c.series_pk) & (_I.c.SOPInstanceUID == bindparam("p_sop")), isouter=True
-)
+# One row, whatever exists: the study with, when they exist, the series and the study's patient if it is the one
+# the received PatientID and issuer name (else that patient is looked up on its own, as for a new study), and
+# the instance stored under the SOP Instance UID anywhere in the partition (a UID names one instance in its
+# partition, in whichever series it was first sent). A known study takes one lookup instead of four.
+_ANCHOR = select(literal_column("1").label("anchor")).subquery("anchor")
 _STUDY_SELECT = Prepared(
     select(
         _S.c.study_pk,
@@ -69,15 +68,20 @@ _STUDY_SELECT = Prepared(
         _SE.c.series_pk,
         _I.c.instance_pk,
         _I.c.object_key,
+        _I.c.series_pk.label("instance_series_pk"),
         *_PATIENT_COLUMNS,
+    ).select_from(
+        _ANCHOR.outerjoin(
+            _S, (_S.c.partition == bindparam("p_partition")) & (_S.c.StudyInstanceUID == bindparam("p_uid"))
+        )
+        .outerjoin(
+            _SE, (_SE.c.study_pk == _S.c.study_pk) & (_SE.c.SeriesInstanceUID == bindparam("p_series_uid"))
+        )
+        .outerjoin(_P, (_P.c.patient_pk == _S.c.patient_pk) & _PATIENT_MATCH)
+        .outerjoin(
+            _I, (_I.c.partition == bindparam("p_partition")) & (_I.c.SOPInstanceUID == bindparam("p_sop"))
+        )
     )
-    .select_from(
-        _S.outerjoin(
-            _SE_MATCH,
-            (_SE.c.study_pk == _S.c.study_pk) & (_SE.c.SeriesInstanceUID == bindparam("p_series_uid")),
-        ).outerjoin(_P, (_P.c.patient_pk == _S.c.patient_pk) & _PATIENT_MATCH)
-    )
-    .where(_S.c.partition == bindparam("p_partition"), _S.c.StudyInstanceUID == bindparam("p_uid"))
 )
 _SERIES_TOUCH = Prepared(
     update(_SE)
@@ -155,10 +159,17 @@ def record_instance(
         "p_sop": a["SOPInstanceUID"],
     }
     study = _STUDY_SELECT.first(conn, match)
+    old_key = ""
+    if study.instance_pk is not None and study.instance_series_pk != study.series_pk:
+        # The UID is stored in another series or study of the partition: the same instance sent again
+        # elsewhere. `reject` keeps the first; `overwrite` moves it (the old row goes, the new one is added).
+        if policy is OverwritePolicy.REJECT:
+            raise DuplicateConflict("a different object is already stored under this SOP Instance UID")
+        old_key = str(study.object_key)
+        _remove_instance(conn, study.instance_pk, study.instance_series_pk, now)
+        study = _STUDY_SELECT.first(conn, match)  # the old series or study may be gone now
     # The study's patient when it is the received one; else found by (partition, ID, issuer) on its own.
-    patient = (
-        study if study is not None and study.patient_pk is not None else _PATIENT_SELECT.first(conn, match)
-    )
+    patient = study if study.patient_pk is not None else _PATIENT_SELECT.first(conn, match)
     if patient is None:
         patient_pk = _INSERT[_P.name].insert(
             conn, {"partition": partition, **{k: a[k] for k in PATIENT_KEYS}}
@@ -171,7 +182,7 @@ def record_instance(
 
     study_changes: dict[str, Any] = {}
     series_pk = existing_pk = existing_key = None
-    if study is None:
+    if study.study_pk is None:
         study_pk = _INSERT[_S.name].insert(
             conn,
             {
@@ -211,8 +222,7 @@ def record_instance(
         if new_modalities != modalities:
             study_changes["ModalitiesInStudy"] = new_modalities
 
-    kind = ChangeKind.INSTANCE_STORED
-    old_key = ""
+    kind = ChangeKind.INSTANCE_OVERWRITTEN if old_key else ChangeKind.INSTANCE_STORED
     if existing_pk is not None:
         _SERIES_TOUCH.execute(conn, {"p_series": series_pk, "p_now": now, "p_new": 0})
         _touch_study(conn, study_pk, now, study_changes, new_series, 0)
@@ -246,7 +256,20 @@ def record_instance(
         kind = ChangeKind.INSTANCE_OVERWRITTEN
     else:
         refuse_rejected(conn, partition, a["SOPInstanceUID"])  # IOCM: a rejected instance stays out
-        _INSERT[_I.name].execute(conn, {"series_pk": series_pk, **_instance_values(parsed, stored, now)})
+        if old_key:
+            _INSERT[_EVENT.name].execute(
+                conn,
+                {
+                    "kind": "overwritten",
+                    "SOPInstanceUID": a["SOPInstanceUID"],
+                    "old_key": old_key,
+                    "new_key": stored.key,
+                    "source": source,
+                },
+            )
+        _INSERT[_I.name].execute(
+            conn, {"series_pk": series_pk, "partition": partition, **_instance_values(parsed, stored, now)}
+        )
         _SERIES_TOUCH.execute(conn, {"p_series": series_pk, "p_now": now, "p_new": 1})
         new_classes = _multi_add(sop_classes, str(a["SOPClassUID"]))
         if new_classes != sop_classes:
@@ -263,6 +286,74 @@ def record_instance(
         },
     )
     return Recorded(Disposition.OVERWRITTEN if old_key else Disposition.STORED, old_key)
+
+
+def _remove_instance(conn: Connection, instance_pk: int, series_pk: int, now: Any) -> None:
+    """Take an instance out of its series (an overwrite that moves it): counters and computed study
+    attributes follow, an emptied series, study and patient go, and the change log says so. Rare: plain
+    statements."""
+    old = conn.execute(
+        select(
+            _SE.c.SeriesInstanceUID,
+            _SE.c.NumberOfSeriesRelatedInstances,
+            _S.c.study_pk,
+            _S.c.StudyInstanceUID,
+            _S.c.partition,
+            _S.c.patient_pk,
+            _I.c.SOPInstanceUID,
+        )
+        .select_from(
+            _I.join(_SE, _SE.c.series_pk == _I.c.series_pk).join(_S, _S.c.study_pk == _SE.c.study_pk)
+        )
+        .where(_I.c.instance_pk == instance_pk)
+    ).one()
+    conn.execute(delete(_I).where(_I.c.instance_pk == instance_pk))
+    series_gone = old.NumberOfSeriesRelatedInstances <= 1
+    if series_gone:
+        conn.execute(delete(_SE).where(_SE.c.series_pk == series_pk))
+    else:
+        conn.execute(
+            update(_SE)
+            .where(_SE.c.series_pk == series_pk)
+            .values(
+                stable=False,
+                last_received_at=now,
+                NumberOfSeriesRelatedInstances=_SE.c.NumberOfSeriesRelatedInstances - 1,
+            )
+        )
+    remaining = conn.execute(
+        select(_SE.c.Modality, _I.c.SOPClassUID)
+        .select_from(_SE.join(_I, _I.c.series_pk == _SE.c.series_pk))
+        .where(_SE.c.study_pk == old.study_pk)
+    ).all()
+    if remaining:
+        conn.execute(
+            update(_S)
+            .where(_S.c.study_pk == old.study_pk)
+            .values(
+                stable=False,
+                updated_at=now,
+                NumberOfStudyRelatedSeries=_S.c.NumberOfStudyRelatedSeries - int(series_gone),
+                NumberOfStudyRelatedInstances=_S.c.NumberOfStudyRelatedInstances - 1,
+                ModalitiesInStudy="\\".join(sorted({m for m, _ in remaining if m})),
+                SOPClassesInStudy="\\".join(sorted({c for _, c in remaining if c})),
+            )
+        )
+    else:
+        conn.execute(delete(_S).where(_S.c.study_pk == old.study_pk))
+        others = select(_S.c.study_pk).where(_S.c.patient_pk == old.patient_pk).limit(1)
+        if conn.execute(others).first() is None:
+            conn.execute(delete(_P).where(_P.c.patient_pk == old.patient_pk))
+    conn.execute(
+        insert(_CHANGE).values(
+            kind=ChangeKind.INSTANCE_DELETED,
+            partition=old.partition,
+            StudyInstanceUID=old.StudyInstanceUID,
+            SeriesInstanceUID=old.SeriesInstanceUID,
+            SOPInstanceUID=old.SOPInstanceUID,
+            created_at=now,
+        )
+    )
 
 
 def _instance_values(parsed: ParsedInstance, stored: StoredObject, now: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ A run of the job:
    `share_concurrency`; a quarantined instance is never sent, its row says why; the first "peer
    unavailable" stops the batch (no hammering a peer that is down);
 4. verifies what was sent with a query at the peer (QIDO-RS / C-FIND / Orthanc REST);
-5. records the audit trail (110100 begin, 110112 the verification query, 110104 the outcome);
+5. records the audit trail (110102 begin, 110112 the verification query, 110104 the outcome);
 6. raises `DeliveryIncomplete` while rows remain pending, so the job runner retries the job with
    exponential backoff and jitter; after `share_max_attempts` the remaining rows become `failed`.
 """

@@ -104,7 +104,10 @@ def test_unsupported_sop_class(make_archive, start_gateway):
     assoc.release()
     assert "1.2.826.0.1.3680043.9.9999.1" not in accepted
     # In the handler: a non-storage class in a C-STORE request -> 0x0122.
-    event = SimpleNamespace(request=SimpleNamespace(AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.1"))
+    event = SimpleNamespace(
+        request=SimpleNamespace(AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.1"),
+        assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title=CLIENT_AE)),
+    )
     assert handle_store(event, archive) == 0x0122  # type: ignore[arg-type]
 
 

@@ -242,7 +242,7 @@ def test_dispatcher_balances_and_falls_back_when_a_child_is_gone():
             if dispatcher.hand_off(connection, address):
                 handed += 1
                 payload, fds, _, _ = socketlib.recv_fds(theirs, 4096, 1)
-                assert len(fds) == 1 and payload.startswith(b'["127.0.0.1"')
+                assert len(fds) == 1 and payload.startswith(b'{"address": ["127.0.0.1"')
                 with socketlib.socket(fileno=fds[0]) as passed:  # the same connection, now the child's
                     passed.sendall(b"x")
                 assert clients[-1].recv(1) == b"x"

@@ -10,6 +10,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
+from imaging.config import CallingAE
 from imaging.index.schema import Instance
 from tests.archive_fixtures import (
     ARCHIVE_AE,
@@ -161,7 +162,11 @@ def test_identical_resend_is_success_without_rewrite(make_archive, start_gateway
 
 
 def test_unknown_calling_ae_refused(make_archive, start_gateway, tmp_path):
-    archive = make_archive(allowed_calling_aets=[CLIENT_AE], dev_mode=False)
+    everything = ["store", "find", "get", "move"]
+    archive = make_archive(
+        calling_aes=[CallingAE(ae_title=CLIENT_AE, hosts=["127.0.0.1"], permissions=everything)],
+        dev_mode=False,
+    )
     port = start_gateway(archive)
     files = write_synthetic_study(tmp_path, series=1, per_series=1)
     refused = run(

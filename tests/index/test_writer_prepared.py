@@ -1,5 +1,7 @@
 """record_instance runs its statements on the DBAPI cursor (imaging.index.prepared.Prepared): every row it writes
-must be exactly what the previous path, the same Core statements through Connection.execute, wrote."""
+must be exactly what the previous path, the same Core statements through Connection.execute, wrote. (The
+reference writes the instance's partition, which the index has held since issue 12; the scenario re-sends no
+UID in another series, where the rules differ: tests/index/test_sop_instance_unique.py.)"""
 
 from __future__ import annotations
 
@@ -193,7 +195,10 @@ def previous_record_instance(
         )
         kind = ChangeKind.INSTANCE_OVERWRITTEN
     else:
-        conn.execute(insert(_I), {"series_pk": series_pk, **writer._instance_values(parsed, stored, now)})
+        conn.execute(
+            insert(_I),
+            {"series_pk": series_pk, "partition": partition, **writer._instance_values(parsed, stored, now)},
+        )
         conn.execute(touch_series, {"p_series": series_pk, "p_now": now, "p_new": 1})
         new_classes = writer._multi_add(sop_classes, str(a["SOPClassUID"]))
         if new_classes != sop_classes:
