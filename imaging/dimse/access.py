@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from imaging.config import DimseService, Settings
 from imaging.dimse.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS

@@ -28,10 +28,10 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
-from imaging.dimse.commitment_scp import CommitmentSCP
 from imaging.config import Settings
 from imaging.dimse.access import ALL_SERVICES, AccessPolicy, Refusal, allowed_contexts, audit_user
 from imaging.dimse.audit_trail import AuditWriter, StoreTally
+from imaging.dimse.commitment_scp import CommitmentSCP
 from imaging.dimse.contexts import called_ae_title, calling_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
 from imaging.dimse.provider import GatewayDIMSEProvider
