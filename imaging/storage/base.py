@@ -4,13 +4,22 @@ an identical re-send is free, and a checksum comes for free.
 
 Everything outside `imaging.storage` reads and writes by key through this protocol (byte ranges, streams),
 never by path: a backend (filesystem, S3) is a drop-in replacement. Every backend raises the same errors:
-NotFound for a missing key, OutOfResources when full."""
+NotFound for a missing key, OutOfResources when full.
+
+What is written comes as `bytes` (most instances: ~0.5 MB, the fast path) or as a readable, seekable binary
+file positioned at the object's first byte and read to its end (a spooled upload of any size: the backend
+copies it in bounded chunks, hashing as it goes, so memory does not grow with the object)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
+
+Source = bytes | BinaryIO
+STREAM_CHUNK = 256 * 1024
+COPY_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,15 +36,19 @@ class StagedObject:
     key: str
     size: int
     temp: str | None  # None when identical content is already stored: nothing to publish
+    # Bytes a backend writes only when publishing (object storage: one conditional PUT is the whole write).
+    payload: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class InstanceStore(Protocol):
-    def put(self, data: bytes, partition: str) -> StoredObject:
-        """Store durably; return only once the bytes are on stable storage."""
+    backend: str  # "filesystem", "s3": the label of its metrics
+
+    def put(self, data: Source, partition: str) -> StoredObject:
+        """Store durably; return only once the store confirmed the bytes are on stable storage."""
         ...
 
-    def stage(self, data: bytes, partition: str) -> StagedObject:
-        """The first half of `put`: write and sync the bytes where no reader sees them."""
+    def stage(self, data: Source, partition: str) -> StagedObject:
+        """The first half of `put`: write the bytes where no reader sees them (or prepare to)."""
         ...
 
     def publish(self, staged: StagedObject) -> StoredObject:
@@ -72,7 +85,23 @@ class InstanceStore(Protocol):
         """Remove what crashed writes left behind (never acknowledged); returns how many."""
         ...
 
-    def free_bytes(self) -> int: ...
+    def free_bytes(self) -> int | None:
+        """Free space, or None where the backend has no limit it can tell (object storage)."""
+        ...
+
+    def check_writable(self) -> None:
+        """Write and remove a probe outside the key space; raises if the store cannot take writes."""
+        ...
 
 
-STREAM_CHUNK = 256 * 1024
+def digest_file(f: BinaryIO) -> tuple[str, int]:
+    """(hex SHA-256, size) of a file from its current position to its end, read in bounded chunks; the
+    position is restored."""
+    start = f.tell()
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := f.read(COPY_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    f.seek(start)
+    return digest.hexdigest(), size

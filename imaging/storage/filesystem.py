@@ -6,11 +6,15 @@ for most of the first 65536 objects of a partition; 256 directories are created 
 directories hold millions of entries each without slowing down.
 
 A crash at any point leaves either no file or the complete file under its final name; temp files
-(`.tmp-*`) are invisible to readers and swept on start.
+(`.tmp-*`) are invisible to readers and swept on start. Bytes are written beside their final name; a file
+object (an upload of any size) is copied in bounded chunks into `<partition>/.tmp-*` while it is hashed,
+and renamed into its fan-out directory once the hash names it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -22,7 +26,7 @@ from typing import BinaryIO
 
 from imaging.errors import NotFound, OutOfResources
 from imaging.partition import PARTITION_PATTERN, is_partition_name
-from imaging.storage.base import STREAM_CHUNK, StagedObject, StoredObject
+from imaging.storage.base import COPY_CHUNK, STREAM_CHUNK, Source, StagedObject, StoredObject
 
 _KEY = re.compile(PARTITION_PATTERN[:-1] + r"/([0-9a-f]{64})$")
 
@@ -36,6 +40,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FilesystemStore:
+    backend = "filesystem"
+
     def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
         self.root = root
         self.min_free_bytes = min_free_bytes
@@ -60,21 +66,22 @@ class FilesystemStore:
                 _fsync_dir(parent)
         self._known_dirs.add(d)
 
-    def put(self, data: bytes, partition: str) -> StoredObject:
+    def put(self, data: Source, partition: str) -> StoredObject:
         return self.publish(self.stage(data, partition))
 
-    def stage(self, data: bytes, partition: str) -> StagedObject:
+    def stage(self, data: Source, partition: str) -> StagedObject:
         if not is_partition_name(partition):
             raise ValueError("invalid partition name")
+        if not isinstance(data, bytes):
+            return self._stage_file(data, partition)
         key = f"{partition}/{hashlib.sha256(data).hexdigest()}"
         final = self.path_for(key)
         if final.exists() and final.stat().st_size == len(data):
             return StagedObject(key, len(data), None)
-        if self.free_bytes() - len(data) < self.min_free_bytes:
-            raise OutOfResources("storage is full")
+        self._check_space(len(data))
         self._ensure_dir(final.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-        try:
+        with _removed_on_error(tmp):
             try:
                 view = memoryview(data)
                 while view:
@@ -83,12 +90,40 @@ class FilesystemStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-                raise OutOfResources("storage is full") from None
-            raise
         return StagedObject(key, len(data), tmp)
+
+    def _stage_file(self, source: BinaryIO, partition: str) -> StagedObject:
+        """Copy into `<partition>/.tmp-*` while hashing (one pass, bounded memory); the hash names it."""
+        folder = self.root / partition
+        self._ensure_dir(folder)
+        self._check_space(0)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        with _removed_on_error(tmp):
+            try:
+                while chunk := source.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    size += len(chunk)
+                    if size % (256 * COPY_CHUNK) < COPY_CHUNK:  # every 256 MiB: still room?
+                        self._check_space(0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        key = f"{partition}/{digest.hexdigest()}"
+        final = self.path_for(key)
+        if final.exists() and final.stat().st_size == size:
+            Path(tmp).unlink(missing_ok=True)
+            return StagedObject(key, size, None)
+        self._ensure_dir(final.parent)
+        return StagedObject(key, size, tmp)
+
+    def _check_space(self, size: int) -> None:
+        if self.free_bytes() - size < self.min_free_bytes:
+            raise OutOfResources("storage is full")
 
     def publish(self, staged: StagedObject) -> StoredObject:
         if staged.temp is None:
@@ -155,13 +190,35 @@ class FilesystemStore:
     def sweep_temporary(self) -> int:
         """Remove temp files left by a crash mid-write (never acknowledged, so nothing is lost)."""
         count = 0
-        for path in self.root.glob("*/??/.tmp-*"):
-            path.unlink(missing_ok=True)
-            count += 1
+        for pattern in ("*/??/.tmp-*", "*/.tmp-*"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
+                count += 1
         return count
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def check_writable(self) -> None:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            Path(probe).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _removed_on_error(tmp: str) -> Iterator[None]:
+    """A failed write leaves nothing behind; a full disk (ENOSPC, EDQUOT) is OutOfResources."""
+    try:
+        yield
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfResources("storage is full") from None
+        raise
 
 
 def _chunks(f: BinaryIO, offset: int, length: int | None) -> Iterator[bytes]:
