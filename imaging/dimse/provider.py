@@ -16,7 +16,9 @@ tests/dimse/test_provider.py compares the results with pynetdicom's, byte for by
 from __future__ import annotations
 
 import struct
+import tempfile
 from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom import _config, evt
@@ -32,6 +34,10 @@ PDV = tuple[int, bytes]
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 NO_DATA_SET = 0x0101
+# A data set larger than this is written to a spool file as its fragments arrive (C-STORE of a large
+# multi-frame object): it reaches the ingest path as a file, parsed and stored in bounded memory.
+SPOOL_THRESHOLD = 32 * 1024 * 1024
+SPOOL_DIR: str | None = None  # set by the gateway (Settings.data_dir/tmp); None: the system's temp dir
 _US = struct.Struct("<H")
 _HEADER = struct.Struct("<HHI")  # group, element, value length: implicit VR little endian
 
@@ -47,6 +53,8 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
         self._command = bytearray()
         self._request: C_STORE | None = None  # a decoded C-STORE-RQ waiting for its data set
         self._fragments: list[memoryview] = []
+        self._size = 0  # bytes in _fragments
+        self._spool: Any = None  # a large data set's fragments (a NamedTemporaryFile)
         self._passthrough = False  # pynetdicom is decoding the current message
 
     @classmethod
@@ -83,12 +91,41 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
                 self.dul.event_queue.put("Evt19")  # as pynetdicom answers an invalid message: A-ABORT
                 return
             else:
-                self._fragments.append(memoryview(data)[1:])
+                self._data_set_fragment(memoryview(data)[1:])
                 if data[0] & 2:  # the last data set fragment: the request is complete
                     request = self._request
-                    request.DataSet = BytesIO(b"".join(self._fragments))
+                    self._complete_data_set(request)
                     self._reset()
                     self.msg_queue.put((cast(int, request._context_id), request))
+
+    def _data_set_fragment(self, fragment: memoryview) -> None:
+        """Keep a data set fragment: in memory, or past SPOOL_THRESHOLD in a spool file (a data set of any
+        size is received in bounded memory)."""
+        if self._spool is None:
+            self._fragments.append(fragment)
+            self._size += len(fragment)
+            if self._size <= SPOOL_THRESHOLD:
+                return
+            # Closed and removed by pynetdicom once the C-STORE handler returned (its chunked-data-set
+            # convention: C_STORE._dataset_file / _dataset_path).
+            self._spool = tempfile.NamedTemporaryFile(dir=SPOOL_DIR, prefix=".spool-", delete=False)  # noqa: SIM115
+            fragments, self._fragments = self._fragments, []
+            for held in fragments:
+                self._spool.write(held)
+        else:
+            self._spool.write(fragment)
+
+    def _complete_data_set(self, request: C_STORE) -> None:
+        """The received data set in `request`: DataSet (BytesIO), or the spool file as pynetdicom's own
+        chunked mode leaves it (`_dataset_file`, `_dataset_path`; DataSet empty)."""
+        if self._spool is None:
+            request.DataSet = BytesIO(b"".join(self._fragments))
+            return
+        spool, self._spool = self._spool, None
+        spool.flush()
+        request.DataSet = BytesIO()  # (pynetdicom serves no request without one)
+        request._dataset_file = spool
+        request._dataset_path = (Path(spool.name), 0)
 
     def _fast_path_allowed(self) -> bool:
         return not _config.STORE_RECV_CHUNKED_DATASET and not self._observed(evt.EVT_DIMSE_RECV)
@@ -112,6 +149,11 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
         self._command = bytearray()
         self._request = None
         self._fragments = []
+        self._size = 0
+        if self._spool is not None:  # an aborted message's
+            self._spool.close()
+            Path(self._spool.name).unlink(missing_ok=True)
+            self._spool = None
 
     # -- sending -----------------------------------------------------------------------------------------
 

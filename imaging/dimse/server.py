@@ -14,6 +14,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
+from imaging.dimse import provider
 from imaging.dimse.contexts import called_ae_title, scp_contexts
 from imaging.dimse.find_scp import handle_find
 from imaging.dimse.provider import GatewayDIMSEProvider
@@ -124,6 +125,9 @@ class Gateway:
         self.relay = relay
         self.on_connection_closed = on_connection_closed
         settings = archive.settings
+        spool = settings.data_dir / "tmp"  # large data sets are spooled here as they arrive
+        spool.mkdir(parents=True, exist_ok=True)
+        provider.SPOOL_DIR = str(spool)
         ae = AE(ae_title=settings.ae_title)
         for cx in scp_contexts(settings.extra_sop_classes):
             # (the `supported_contexts` setter would drop the SCP/SCU role selection of each context)

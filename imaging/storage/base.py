@@ -13,9 +13,11 @@ copies it in bounded chunks, hashing as it goes, so memory does not grow with th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import io
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 Source = bytes | BinaryIO
 STREAM_CHUNK = 256 * 1024
@@ -47,12 +49,18 @@ class InstanceStore(Protocol):
         """Store durably; return only once the store confirmed the bytes are on stable storage."""
         ...
 
-    def stage(self, data: Source, partition: str) -> StagedObject:
-        """The first half of `put`: write the bytes where no reader sees them (or prepare to)."""
+    def stage(self, data: Source, partition: str, *, sync: bool = True) -> StagedObject:
+        """The first half of `put`: write the bytes where no reader sees them (or prepare to).
+        `sync=False`: not yet durable; `publish_all` makes a group durable with one sync."""
         ...
 
     def publish(self, staged: StagedObject) -> StoredObject:
         """The second half of `put`: make a staged object visible under its key, durably."""
+        ...
+
+    def publish_all(self, staged: Sequence[StagedObject]) -> list[StoredObject]:
+        """Publish a group staged with `sync=False`: one sync makes all their bytes durable, then each
+        becomes visible under its key, and one more sync makes the names durable."""
         ...
 
     def discard(self, staged: StagedObject) -> None: ...
@@ -105,3 +113,45 @@ def digest_file(f: BinaryIO) -> tuple[str, int]:
         size += len(chunk)
     f.seek(start)
     return digest.hexdigest(), size
+
+
+def file_slice(fd: int, offset: int, size: int, prefix: bytes = b"") -> BinaryIO:
+    """A seekable file of its own over `prefix` then `size` bytes of the open file `fd` from `offset` on:
+    an object spooled inside a larger file (a STOW-RS part, a C-STORE data set after its Part 10 header),
+    read by position (pread: several slices of one file are read concurrently)."""
+    return io.BufferedReader(_Slice(fd, offset, size, prefix), buffer_size=COPY_CHUNK)  # type: ignore[return-value]
+
+
+class _Slice(io.RawIOBase):
+    def __init__(self, fd: int, offset: int, size: int, prefix: bytes) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.prefix = prefix
+        self.length = len(prefix) + size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self.length - self.position)
+        if want <= 0:
+            return 0
+        if self.position < len(self.prefix):
+            data = self.prefix[self.position : self.position + want]
+        else:
+            data = os.pread(self.fd, want, self.offset + self.position - len(self.prefix))
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)

@@ -14,21 +14,40 @@ and renamed into its fan-out directory once the hash names it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from imaging.errors import NotFound, OutOfResources
 from imaging.partition import PARTITION_PATTERN, is_partition_name
 from imaging.storage.base import COPY_CHUNK, STREAM_CHUNK, Source, StagedObject, StoredObject
 
 _KEY = re.compile(PARTITION_PATTERN[:-1] + r"/([0-9a-f]{64})$")
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        return cast(Callable[[int], int], ctypes.CDLL(None, use_errno=True).syncfs)
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,11 +88,11 @@ class FilesystemStore:
     def put(self, data: Source, partition: str) -> StoredObject:
         return self.publish(self.stage(data, partition))
 
-    def stage(self, data: Source, partition: str) -> StagedObject:
+    def stage(self, data: Source, partition: str, *, sync: bool = True) -> StagedObject:
         if not is_partition_name(partition):
             raise ValueError("invalid partition name")
         if not isinstance(data, bytes):
-            return self._stage_file(data, partition)
+            return self._stage_file(data, partition, sync)
         key = f"{partition}/{hashlib.sha256(data).hexdigest()}"
         final = self.path_for(key)
         if final.exists() and final.stat().st_size == len(data):
@@ -87,12 +106,13 @@ class FilesystemStore:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         return StagedObject(key, len(data), tmp)
 
-    def _stage_file(self, source: BinaryIO, partition: str) -> StagedObject:
+    def _stage_file(self, source: BinaryIO, partition: str, sync: bool) -> StagedObject:
         """Copy into `<partition>/.tmp-*` while hashing (one pass, bounded memory); the hash names it."""
         folder = self.root / partition
         self._ensure_dir(folder)
@@ -110,7 +130,8 @@ class FilesystemStore:
                     size += len(chunk)
                     if size % (256 * COPY_CHUNK) < COPY_CHUNK:  # every 256 MiB: still room?
                         self._check_space(0)
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         key = f"{partition}/{digest.hexdigest()}"
@@ -136,6 +157,37 @@ class FilesystemStore:
             raise
         _fsync_dir(final.parent)
         return StoredObject(staged.key, staged.size, created=True)
+
+    def publish_all(self, staged: Sequence[StagedObject]) -> list[StoredObject]:
+        pending = [s for s in staged if s.temp is not None]
+        if pending:
+            self._sync([Path(s.temp) for s in pending if s.temp])  # the bytes, before any name points at them
+        published = []
+        for s in staged:
+            if s.temp is None:
+                published.append(StoredObject(s.key, s.size, created=False))
+                continue
+            try:
+                os.replace(s.temp, self.path_for(s.key))
+            except OSError:
+                Path(s.temp).unlink(missing_ok=True)
+                raise
+            published.append(StoredObject(s.key, s.size, created=True))
+        if pending:
+            self._sync(sorted({self.path_for(s.key).parent for s in pending}))  # the names
+        return published
+
+    def _sync(self, paths: list[Path]) -> None:
+        """Make `paths` (files or directories) durable: one syncfs(2) for the whole file system where
+        Linux has it (a group costs one journal commit), else an fsync each."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _SYNCFS is not None and _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+        for path in paths:
+            _fsync_path(path)
 
     def discard(self, staged: StagedObject) -> None:
         if staged.temp is not None:

@@ -28,7 +28,8 @@ import hashlib
 import io
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import boto3
@@ -42,7 +43,8 @@ from imaging.storage.base import STREAM_CHUNK, Source, StagedObject, StoredObjec
 _KEY = re.compile(PARTITION_PATTERN[:-1] + r"/([0-9a-f]{64})$")
 QUARANTINE = ".quarantine/"  # never a partition name: outside the key space
 PROBE = ".probe/"
-MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part but the last
+MIN_PART_SIZE = 5 * 1024 * 1024
+PUBLISH_CONCURRENCY = 8  # S3's smallest part but the last
 MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 FULL = {"QuotaExceeded", "EntityTooLarge", "InsufficientCapacity"}
 
@@ -123,7 +125,8 @@ class S3Store:
     def put(self, data: Source, partition: str) -> StoredObject:
         return self.publish(self.stage(data, partition))
 
-    def stage(self, data: Source, partition: str) -> StagedObject:
+    def stage(self, data: Source, partition: str, *, sync: bool = True) -> StagedObject:
+        """(`sync` means nothing here: the server's answer to each write is its durability.)"""
         if not is_partition_name(partition):
             raise ValueError("invalid partition name")
         if isinstance(data, bytes):
@@ -185,6 +188,13 @@ class S3Store:
             self._abort(name, staged.temp)
             raise
         return StoredObject(staged.key, staged.size, created=True)
+
+    def publish_all(self, staged: Sequence[StagedObject]) -> list[StoredObject]:
+        """Concurrent PUTs: each answered only once the server holds the object durably."""
+        if len(staged) <= 1:
+            return [self.publish(s) for s in staged]
+        with ThreadPoolExecutor(min(len(staged), PUBLISH_CONCURRENCY), thread_name_prefix="s3-put") as pool:
+            return list(pool.map(self.publish, staged))
 
     def _parts(self, name: str, upload: str) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
