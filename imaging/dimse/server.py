@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
 import socketserver
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, cast
 
 from pynetdicom import AE, _config, evt
@@ -21,6 +24,7 @@ from imaging.dimse.provider import GatewayDIMSEProvider
 from imaging.dimse.receive_socket import ReceiveSocket
 from imaging.dimse.retrieve_scp import handle_get, handle_move, send_stored
 from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
+from imaging.metrics import DIMSE_LATENCY
 
 log = logging.getLogger(__name__)
 # pynetdicom's debug output would print identifiers (PHI): keep it quiet. Its standard handlers also decode
@@ -56,6 +60,33 @@ class _Contexts(list[Any]):
             clone._transfer_syntax = list(cx._transfer_syntax)
             out.append(clone)
         return out
+
+
+def timed(service: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` observed into imaging_dimse_request_duration_seconds{service}: a generator handler
+    (C-FIND, C-MOVE, C-GET yield their responses) from its first to its last response."""
+    histogram = DIMSE_LATENCY.labels(service)
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def generator(*args: Any) -> Iterator[Any]:
+            started = time.perf_counter()
+            try:
+                yield from handler(*args)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return generator
+
+    @functools.wraps(handler)
+    def function(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return handler(*args)
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+    return function
 
 
 def _echo(event: evt.Event) -> int:
@@ -154,11 +185,11 @@ class Gateway:
         r = a if self.relay is None else [self.archive, self.relay]
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, _requested, a),
-            (evt.EVT_C_ECHO, _echo),
-            (evt.EVT_C_STORE, handle_store, r),
-            (evt.EVT_C_FIND, handle_find, a),
-            (evt.EVT_C_MOVE, handle_move, a),
-            (evt.EVT_C_GET, handle_get, a),
+            (evt.EVT_C_ECHO, timed("C-ECHO", _echo)),
+            (evt.EVT_C_STORE, timed("C-STORE", handle_store), r),
+            (evt.EVT_C_FIND, timed("C-FIND", handle_find), a),
+            (evt.EVT_C_MOVE, timed("C-MOVE", handle_move), a),
+            (evt.EVT_C_GET, timed("C-GET", handle_get), a),
             (evt.EVT_RELEASED, handle_released, r),
             (evt.EVT_ABORTED, handle_released, r),
             (evt.EVT_CONN_CLOSE, handle_released, r),

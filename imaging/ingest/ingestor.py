@@ -23,10 +23,12 @@ from imaging.index.db import Database
 from imaging.index.extract import ParsedInstance, parse
 from imaging.index.writer import Disposition, Recorded, key_referenced, record_instance, record_rejection
 from imaging.ingest.committer import GroupCommitter
+from imaging.metrics import INSTANCES_RECEIVED, error_status
 from imaging.partition import CLINICAL
 from imaging.storage.base import InstanceStore, Source, StagedObject, StoredObject
 
 log = logging.getLogger(__name__)
+IN_PROCESS_CHANNELS = {"import", "triage", "deid", "fsck", "reindex", "stow", "project"}
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,26 @@ class Ingestor:
         *,
         partition: str = CLINICAL,
         source: str = "",
+        channel: str | None = None,
         expected_sop_instance_uid: str | None = None,
         expected_sop_class_uid: str | None = None,
         expected_study_instance_uid: str | None = None,
     ) -> IngestResult:
         """Store `data` exactly as received: a Part 10 stream (preamble optional, file meta required), as
-        bytes or as a seekable file whose position 0 is its first byte (a large upload, never read whole)."""
+        bytes or as a seekable file whose position 0 is its first byte (a large upload, never read whole).
+        `channel`: how it came (the metrics' label: c-store, stow-rs; default from `source`)."""
         item = BatchItem(data, expected_sop_instance_uid, expected_sop_class_uid, expected_study_instance_uid)
+        label = channel or _channel(source)
+        try:
+            result = self._ingest(item, partition, source)
+        except BaseException as exc:
+            INSTANCES_RECEIVED.labels(label, error_status(exc)).inc()
+            raise
+        INSTANCES_RECEIVED.labels(label, result.disposition.value).inc()
+        return result
+
+    def _ingest(self, item: BatchItem, partition: str, source: str) -> IngestResult:
+        data = item.data
         if isinstance(data, bytes):
             # The bytes are written and synced (GIL released) while this thread parses them; they become
             # visible under their key only once they parsed, and durable before the index points at them.
@@ -108,12 +123,31 @@ class Ingestor:
         return _result(parsed, recorded.disposition, stored.key, partition)
 
     def ingest_batch(
-        self, items: Sequence[BatchItem], *, partition: str = CLINICAL, source: str = ""
+        self,
+        items: Sequence[BatchItem],
+        *,
+        partition: str = CLINICAL,
+        source: str = "",
+        channel: str | None = None,
     ) -> list[IngestResult | ArchiveError]:
         """Ingest several objects as a group: each parsed and checked, all written, one sync makes them all
         durable, and one index transaction (a savepoint per object) records them. Each object gets its own
         outcome (a refused one does not hold back the others); every Success still comes only after the
         sync and the commit that hold it."""
+        label = channel or _channel(source)
+        try:
+            outcomes = self._ingest_batch(items, partition, source)
+        except BaseException as exc:
+            INSTANCES_RECEIVED.labels(label, error_status(exc)).inc(len(items))
+            raise
+        for outcome in outcomes:
+            status = error_status(outcome) if isinstance(outcome, ArchiveError) else outcome.disposition.value
+            INSTANCES_RECEIVED.labels(label, status).inc()
+        return outcomes
+
+    def _ingest_batch(
+        self, items: Sequence[BatchItem], partition: str, source: str
+    ) -> list[IngestResult | ArchiveError]:
         outcomes: list[IngestResult | ArchiveError | None] = [None] * len(items)
         prepared = list(self._stager.map(lambda item: self._prepare(item, partition), items))
         ready: list[tuple[int, ParsedInstance, StagedObject]] = []
@@ -181,11 +215,13 @@ class Ingestor:
             self.committer.run(lambda s: record_rejection(s, parsed.sop_instance_uid, stored.key, source))
         self._drop_if_orphan(stored.key, stored.created)
 
-    def ingest_dataset(self, ds: Dataset, *, partition: str = CLINICAL, source: str = "") -> IngestResult:
+    def ingest_dataset(
+        self, ds: Dataset, *, partition: str = CLINICAL, source: str = "", channel: str | None = None
+    ) -> IngestResult:
         """Ingest a dataset built in process (AI results, de-identified copies)."""
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        return self.ingest(buffer.getvalue(), partition=partition, source=source)
+        return self.ingest(buffer.getvalue(), partition=partition, source=source, channel=channel)
 
     def close(self) -> None:
         self._stager.shutdown(wait=True)
@@ -200,6 +236,12 @@ class Ingestor:
             self.store.delete(key)
         except Exception:  # best effort: fsck reports what is left
             log.warning("could not remove unreferenced object %s", key)
+
+
+def _channel(source: str) -> str:
+    """The metrics' channel of an in-process producer, from its `source` ("import", "deid:<project>")."""
+    kind = source.split(":", 1)[0]
+    return kind if kind in IN_PROCESS_CHANNELS else "other"
 
 
 def _checked(item: BatchItem) -> ParsedInstance:

@@ -79,16 +79,18 @@ class Receiver:
         """Store a received Part 10 stream (bytes, or a file whose position 0 is its first byte) in the
         partition named by `called_ae` (DIMSE) or `partition` (a DICOMweb service root). `source` says who
         sent it (audit, storage events): "ae:<calling AE>", "stow:<user>"."""
+        channel = "c-store" if called_ae is not None else "stow-rs"
         partition = self._partition(called_ae, partition)
         if partition == CLINICAL:
             return self.ingestor.ingest(
                 data,
                 source=source,
+                channel=channel,
                 expected_sop_instance_uid=expected.SOPInstanceUID,
                 expected_sop_class_uid=expected.SOPClassUID,
                 expected_study_instance_uid=expected.StudyInstanceUID,
             )
-        return self._deidentify_on_receive(data, partition, source, expected)
+        return self._deidentify_on_receive(data, partition, source, expected, channel)
 
     def receive_batch(
         self,
@@ -102,15 +104,16 @@ class Receiver:
         partition as one group commit (Ingestor.ingest_batch); into a project one at a time (each is
         de-identified first)."""
         partition = self._partition(called_ae, partition)
+        channel = "c-store" if called_ae is not None else "stow-rs"
         if partition == CLINICAL:
             batch = [
                 BatchItem(data, e.SOPInstanceUID, e.SOPClassUID, e.StudyInstanceUID) for data, e in items
             ]
-            return self.ingestor.ingest_batch(batch, source=source)
+            return self.ingestor.ingest_batch(batch, source=source, channel=channel)
         outcomes: list[IngestResult | ArchiveError] = []
         for data, expected in items:
             try:
-                outcomes.append(self._deidentify_on_receive(data, partition, source, expected))
+                outcomes.append(self._deidentify_on_receive(data, partition, source, expected, channel))
             except ArchiveError as exc:
                 outcomes.append(exc)
         return outcomes
@@ -124,7 +127,7 @@ class Receiver:
         return partition or CLINICAL
 
     def _deidentify_on_receive(
-        self, data: Source, project: str, source: str, expected: Expected
+        self, data: Source, project: str, source: str, expected: Expected, channel: str
     ) -> IngestResult:
         ds = _read(data)
         _check(ds, expected)
@@ -142,7 +145,9 @@ class Receiver:
             reasons = list(result.reasons)
             self.db.transaction(lambda s: s.add(Quarantine(project=project, object_key=key, reasons=reasons)))
             raise Quarantined("pixel data could not be shown free of burned-in text; not stored")
-        stored = self.ingestor.ingest_dataset(result.dataset, partition=project, source=source)
+        stored = self.ingestor.ingest_dataset(
+            result.dataset, partition=project, source=source, channel=channel
+        )
         with self.db.write() as session:
             audit.record(
                 session,

@@ -76,6 +76,9 @@ class JobRunner:
         # (message lost, worker died) is published again. The job row stays the truth either way.
         self.publisher: Publisher | None = None
         self.requeue_after = requeue_after
+        # The state of what features loaded for their jobs, reported in this process's heartbeat and read by
+        # readiness: name -> {"ready": bool, ...details}; e.g. triage: its model, on which device.
+        self.components: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -90,7 +90,7 @@ def start_archive(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         f"uvicorn.run(create_app(a), host='127.0.0.1', port={port}, log_level='warning')"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    wait_http(f"http://127.0.0.1:{port}/health")
+    wait_http(f"http://127.0.0.1:{port}/health/live")
     return proc, f"http://127.0.0.1:{port}/dicomweb", token
 
 
