@@ -35,6 +35,7 @@ class Archive:
         if maintenance:
             db.migrate()
             refresh_planner_statistics(db)
+            store.prepare()
             store.sweep_temporary()
         ingestor = Ingestor(db, store, policy=settings.overwrite_policy)
         return cls(settings, db, store, ingestor, Receiver(settings, db, ingestor))

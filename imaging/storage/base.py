@@ -93,6 +93,10 @@ class InstanceStore(Protocol):
         """Remove what crashed writes left behind (never acknowledged); returns how many."""
         ...
 
+    def prepare(self) -> None:
+        """Create what the backend needs and may lack (the root folder, the bucket); at start-up."""
+        ...
+
     def free_bytes(self) -> int | None:
         """Free space, or None where the backend has no limit it can tell (object storage)."""
         ...

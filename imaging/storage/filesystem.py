@@ -251,6 +251,9 @@ class FilesystemStore:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
     def check_writable(self) -> None:
         fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root)
         try:

@@ -308,6 +308,16 @@ class S3Store:
     def free_bytes(self) -> int | None:
         return None
 
+    def prepare(self) -> None:
+        """Create the bucket if it does not exist (a fresh deployment); where the credentials may not
+        create buckets, an administrator makes it and this only checks it is there."""
+        try:
+            with _translated():
+                self.client.head_bucket(Bucket=self.bucket)
+        except NotFound:
+            with contextlib.suppress(ClientError):  # created meanwhile by another process
+                self.client.create_bucket(Bucket=self.bucket)
+
     def check_writable(self) -> None:
         name = f"{self.prefix}{PROBE}{threading.get_ident()}"
         with _translated():
