@@ -133,6 +133,8 @@ class _Slice(io.RawIOBase):
         self.prefix = prefix
         self.length = len(prefix) + size
         self.position = 0
+        # No file name (pydicom reads `name`, and would reopen a deferred value by it): by key only.
+        self.name = None
 
     def readable(self) -> bool:
         return True

@@ -369,6 +369,8 @@ class _RangeReader(io.RawIOBase):
         self.key = key
         self.length = size
         self.position = 0
+        # No file name (pydicom reads `name`, and would reopen a deferred value by it): by key only.
+        self.name = None
 
     def readable(self) -> bool:
         return True

@@ -23,13 +23,16 @@ def load_compose() -> dict[str, Any]:
 
 
 def interpolate(value: str, sample: dict[str, str]) -> str:
-    """A compose value with its variables replaced: defaults where given, `sample` for required ones."""
+    """A compose value with its variables replaced as `sample` were the environment (an .env file): its
+    value where it has one, else the default given, else (a required variable) a placeholder."""
 
     def replace(match: re.Match[str]) -> str:
         name, kind, rest = match.group(1), match.group(2), match.group(3)
+        if name in sample:
+            return sample[name]
         if kind == "-":
             return rest
-        return sample.get(name, f"sample-{name.lower()}")
+        return f"sample-{name.lower()}"
 
     return _VARIABLE.sub(replace, value).replace("$$", "$")
 

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 
 from imaging.errors import NotFound
+from imaging.maintenance import fsck, reindex
 from imaging.storage import InstanceStore
 from imaging.storage.base import digest_file
+from tests.archive_fixtures import write_synthetic_study
 from tests.storage.conftest import SMALL_PART
 
 
@@ -150,9 +153,6 @@ def test_writable_probe_leaves_nothing(store: InstanceStore) -> None:
 
 def test_archive_on_the_backend(make_archive: Any, backend_settings: dict[str, Any], tmp_path: Path) -> None:
     """Ingest, read back by key, fsck (checksums through the Protocol) and reindex from storage alone."""
-    from imaging.maintenance import fsck, reindex
-    from tests.archive_fixtures import write_synthetic_study
-
     archive = make_archive(**backend_settings)
     files = write_synthetic_study(tmp_path / "study", series=1, per_series=3)
     results = [archive.ingestor.ingest(f.read_bytes(), source="test") for f in files]
@@ -162,3 +162,14 @@ def test_archive_on_the_backend(make_archive: Any, backend_settings: dict[str, A
     assert report.clean and report.checked == 3
     assert reindex(archive).indexed == 3
     assert fsck(archive).clean
+
+
+def test_pydicom_reads_an_object_opened_by_key(store: InstanceStore, tmp_path: Path) -> None:
+    """What triage, publication and fsck do: dcmread on `open(key)`, no file name behind it."""
+    path = write_synthetic_study(tmp_path / "study", series=1, per_series=1)[0]
+    key = store.put(path.read_bytes(), "clinical").key
+    with store.open(key) as f:
+        ds = dcmread(f)
+    original = dcmread(path)
+    assert ds.PatientName == original.PatientName
+    assert (ds.pixel_array == original.pixel_array).all()
