@@ -64,6 +64,7 @@ def model_version(pipeline: TriagePipeline) -> str:
 
 class TriageConsumer:
     name = "triage"
+    kinds = frozenset({ChangeKind.SERIES_STABLE.value})  # the only changes it acts on
 
     def __init__(self, bundle_version: str) -> None:
         self.bundle_version = bundle_version

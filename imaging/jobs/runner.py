@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class Consumer(Protocol):
-    """Reads change-log events and enqueues jobs for them."""
+    """Reads change-log events and enqueues jobs for them. A consumer with a `kinds` attribute (a set of
+    ChangeKind values) is handed only changes of those kinds: during ingest the change log grows by one
+    InstanceStored row per instance, which most consumers ignore."""
 
     name: str
 
@@ -154,13 +156,31 @@ class JobRunner:
         if cursor is None:
             cursor = ConsumerCursor(consumer=consumer.name, seq=0)
             session.add(cursor)
+        kinds = getattr(consumer, "kinds", None)
+        if kinds is None:
+            changes = session.scalars(
+                select(ChangeLog).where(ChangeLog.seq > cursor.seq).order_by(ChangeLog.seq).limit(1000)
+            ).all()
+            for change in changes:
+                for kind, key, payload in consumer(session, change):
+                    enqueue(session, kind, key, payload)
+                cursor.seq = change.seq
+            return
+        # Only the kinds it takes, and the cursor moved past the rest without loading them: one indexed
+        # range read per round instead of a thousand ORM rows, inside the write lock ingest commits wait for.
+        last = session.scalar(select(func.max(ChangeLog.seq)).where(ChangeLog.seq > cursor.seq))
+        if last is None:
+            return
         changes = session.scalars(
-            select(ChangeLog).where(ChangeLog.seq > cursor.seq).order_by(ChangeLog.seq).limit(1000)
+            select(ChangeLog)
+            .where(ChangeLog.seq > cursor.seq, ChangeLog.seq <= last, ChangeLog.kind.in_(list(kinds)))
+            .order_by(ChangeLog.seq)
+            .limit(1000)
         ).all()
         for change in changes:
             for kind, key, payload in consumer(session, change):
                 enqueue(session, kind, key, payload)
-            cursor.seq = change.seq
+        cursor.seq = changes[-1].seq if len(changes) == 1000 else last
 
     def _claim(self) -> Job | None:
         with self.archive.db.write() as session:

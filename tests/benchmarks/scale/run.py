@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import secrets
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +95,85 @@ def _study(
     index: int, objects: str
 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """One generated study: patient, study, series and instance rows (as ingest writes them) and its
-    objects written under their keys in the filesystem store at `objects`."""
+    objects written under their keys in the filesystem store at `objects`.
 
+    Each series is built with pydicom and parsed by the archive's parser once; its instances are that
+    encoding with the values that differ (SOP Instance UID, Instance Number, the slice position: fixed
+    widths) put in place, and their rows the parsed template's with the same values changed. `check_study`
+    parses a whole generated study and compares, so the rows are those ingest would write."""
     config.settings.writing_validation_mode = config.IGNORE  # generated values: valid by construction
     store = FilesystemStore(Path(objects))
+    patient, study = _patient_study(index)
+    pixels = (np.arange(64, dtype=np.uint16) * (index % 7 + 1)).reshape(8, 8)
+    series_rows, instance_rows = [], []
+    for k in range(SERIES_PER_STUDY):
+        series_rows.append(
+            {
+                "SeriesInstanceUID": f"{UID_ROOT}.2.{index}.{k + 1}",
+                "Modality": "CT",
+                "SeriesNumber": k + 1,
+                "SeriesDescription": f"AXIAL {k + 1}",
+                "BodyPartExamined": "CHEST",
+            }
+        )
+        template = _encode(index, k, patient, study, series_rows[-1], pixels)
+        parsed = parse(template)
+        metadata = json.loads(zlib.decompress(parsed.metadata_json))
+        offsets = {tag: template.index(tag) + 8 for tag in (_SOP_META, _SOP, _NUMBER, _POSITION)}
+        for j in range(PER_SERIES):
+            sop, number, position = _varying(index, k, j)
+            data = bytearray(template)
+            for tag, value in ((_SOP_META, sop), (_SOP, sop), (_NUMBER, number), (_POSITION, position)):
+                data[offsets[tag] : offsets[tag] + len(value)] = value
+            blob = bytes(data)
+            key = f"clinical/{hashlib.sha256(blob).hexdigest()}"
+            path = store.path_for(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)  # one sync for all at the end (a loader, not the durable path)
+            uid = sop.rstrip(b"\0").decode()
+            metadata["00080018"]["Value"] = [uid]
+            metadata["00200013"]["Value"] = [j + 1]
+            metadata["00200032"]["Value"] = [0.0, 0.0, float(position.decode().split("\\")[2])]
+            text = json.dumps(dict(sorted(metadata.items())), separators=(",", ":"), ensure_ascii=False)
+            a = parsed.attributes
+            instance_rows.append(
+                {
+                    "series": k,
+                    "SOPInstanceUID": uid,
+                    "SOPClassUID": a["SOPClassUID"],
+                    "InstanceNumber": j + 1,
+                    "ContentDate": a.get("ContentDate", ""),
+                    "ContentTime": a.get("ContentTime", ""),
+                    "Rows": a["Rows"],
+                    "Columns": a["Columns"],
+                    "BitsAllocated": a["BitsAllocated"],
+                    "NumberOfFrames": a.get("NumberOfFrames"),
+                    "TransferSyntaxUID": parsed.transfer_syntax,
+                    "object_key": key,
+                    "size": len(blob),
+                    "metadata_json": zlib.compress(text.encode(), 1),
+                    "pixel_offset": parsed.pixel_offset,
+                    "pixel_length": parsed.pixel_length,
+                }
+            )
+    return patient, study, series_rows, instance_rows
+
+
+# The elements that differ between the instances of a generated series (explicit VR little endian headers).
+_SOP_META, _SOP = b"\x02\x00\x03\x00UI", b"\x08\x00\x18\x00UI"
+_NUMBER, _POSITION = b"\x20\x00\x13\x00IS", b"\x20\x00\x32\x00DS"
+
+
+def _varying(index: int, k: int, j: int) -> tuple[bytes, bytes, bytes]:
+    """SOP Instance UID, Instance Number and Image Position (Patient) of instance j as encoded, each in the
+    same number of bytes for every j (so they replace the template's in place)."""
+    sop = f"{UID_ROOT}.3.{index}.{k + 1}.{1001 + j}".encode()
+    number = str(j + 1).encode().ljust(2)
+    position = f"0\\0\\{-100.0 - 2.5 * j:.1f}".encode()
+    return sop + b"\0" * (len(sop) % 2), number, position
+
+
+def _patient_study(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
     surname = SURNAMES[index % len(SURNAMES)]
     patient = {
         "PatientID": f"SCALE{index:07d}",
@@ -113,76 +190,54 @@ def _study(
         "ReferringPhysicianName": "HOUSE^GREGORY",
         "StudyDescription": f"CT CHEST {index % 50}",
     }
-    pixels = (np.arange(64, dtype=np.uint16) * (index % 7 + 1)).reshape(8, 8)
-    series_rows, instance_rows = [], []
-    for k in range(SERIES_PER_STUDY):
-        series_uid = f"{UID_ROOT}.2.{index}.{k + 1}"
-        series_rows.append(
-            {
-                "SeriesInstanceUID": series_uid,
-                "Modality": "CT",
-                "SeriesNumber": k + 1,
-                "SeriesDescription": f"AXIAL {k + 1}",
-                "BodyPartExamined": "CHEST",
-            }
-        )
-        ds = Dataset()  # one per series; each instance changes what differs
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        for keyword, value in {**patient, **study, **series_rows[-1]}.items():
-            setattr(ds, keyword, value)
-        ds.SeriesInstanceUID = series_uid
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 2.5
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 16, 12, 11
-        ds.PixelRepresentation, ds.RescaleIntercept, ds.RescaleSlope = 0, -1024, 1
-        ds.PixelData = pixels.tobytes()
-        for j in range(PER_SERIES):
-            ds.file_meta.MediaStorageSOPInstanceUID = sop = f"{UID_ROOT}.3.{index}.{k + 1}.{j + 1}"
-            ds.SOPInstanceUID = sop
-            ds.InstanceNumber = j + 1
-            ds.ImagePositionPatient = [0, 0, -2.5 * j]
-            buffer = io.BytesIO()
-            ds.save_as(buffer, enforce_file_format=True)
-            data = buffer.getvalue()
-            parsed = parse(data)
-            key = f"clinical/{hashlib.sha256(data).hexdigest()}"
-            path = store.path_for(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)  # one sync for all at the end (a loader, not the durable path)
-            a = parsed.attributes
-            instance_rows.append(
-                {
-                    "series": k,
-                    "SOPInstanceUID": sop,
-                    "SOPClassUID": a["SOPClassUID"],
-                    "InstanceNumber": a["InstanceNumber"],
-                    "ContentDate": a.get("ContentDate", ""),
-                    "ContentTime": a.get("ContentTime", ""),
-                    "Rows": a["Rows"],
-                    "Columns": a["Columns"],
-                    "BitsAllocated": a["BitsAllocated"],
-                    "NumberOfFrames": a.get("NumberOfFrames"),
-                    "TransferSyntaxUID": parsed.transfer_syntax,
-                    "object_key": key,
-                    "size": len(data),
-                    "metadata_json": parsed.metadata_json,
-                    "pixel_offset": parsed.pixel_offset,
-                    "pixel_length": parsed.pixel_length,
-                }
-            )
-    return patient, study, series_rows, instance_rows
+    return patient, study
+
+
+def _encode(
+    index: int, k: int, patient: dict[str, Any], study: dict[str, Any], series: dict[str, Any], pixels: Any
+) -> bytes:
+    """The first instance of series k, encoded by pydicom (8x8 pixels: the index is measured, not pixels)."""
+    sop, number, position = (v.rstrip(b"\0").decode() for v in _varying(index, k, 0))
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", sop
+    for keyword, value in {**patient, **study, **series}.items():
+        setattr(ds, keyword, value)
+    ds.InstanceNumber = number.strip()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImagePositionPatient = position.split("\\")
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 2.5
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 16, 12, 11
+    ds.PixelRepresentation, ds.RescaleIntercept, ds.RescaleSlope = 0, -1024, 1
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def check_study(index: int, objects: Path) -> None:
+    """Every instance of generated study `index`, parsed as ingest parses it, gives the row generated."""
+    _, _, _, rows = _study(index, str(objects))
+    store = FilesystemStore(objects)
+    for row in rows:
+        parsed = parse(store.read(row["object_key"]))
+        a = parsed.attributes
+        assert parsed.metadata_json == row["metadata_json"], row["SOPInstanceUID"]
+        assert (a["SOPInstanceUID"], a["InstanceNumber"]) == (row["SOPInstanceUID"], row["InstanceNumber"])
+        assert (parsed.pixel_offset, parsed.pixel_length) == (row["pixel_offset"], row["pixel_length"])
 
 
 def bulk_load(url: str, objects: Path, studies: int) -> None:
     """Generate `studies` studies in two processes and write their rows with COPY, in chunks."""
 
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    check_study(0, objects)
     started = time.perf_counter()
     loaded = 0
     instance_columns = [
