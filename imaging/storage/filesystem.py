@@ -14,32 +14,23 @@ and renamed into its fan-out directory once the hash names it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from imaging.errors import NotFound, OutOfResources
 from imaging.partition import PARTITION_PATTERN, is_partition_name
 from imaging.storage.base import COPY_CHUNK, STREAM_CHUNK, Source, StagedObject, StoredObject
 
 _KEY = re.compile(PARTITION_PATTERN[:-1] + r"/([0-9a-f]{64})$")
-
-
-def _load_syncfs() -> Callable[[int], int] | None:
-    try:
-        return cast(Callable[[int], int], ctypes.CDLL(None, use_errno=True).syncfs)
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-_SYNCFS = _load_syncfs()
+SYNC_THREADS = 16  # concurrent fsyncs of a published group (one journal commit for all)
 
 
 def _fsync_path(path: Path) -> None:
@@ -66,6 +57,7 @@ class FilesystemStore:
         self.min_free_bytes = min_free_bytes
         root.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()
+        self._syncer = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="fsync")
 
     def path_for(self, key: str) -> Path:
         """Where this backend keeps `key` (for this backend and its tests only: callers go by key)."""
@@ -178,16 +170,13 @@ class FilesystemStore:
         return published
 
     def _sync(self, paths: list[Path]) -> None:
-        """Make `paths` (files or directories) durable: one syncfs(2) for the whole file system where
-        Linux has it (a group costs one journal commit), else an fsync each."""
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            if _SYNCFS is not None and _SYNCFS(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-        for path in paths:
-            _fsync_path(path)
+        """Make `paths` (files or directories) durable together: their fsyncs issued at once, which the
+        file system's journal commits as one (ext4's jbd2, XFS's log), instead of one commit after another.
+        (Not syncfs(2): it would also wait for every other writer's dirty data on the file system.)"""
+        if len(paths) == 1:
+            _fsync_path(paths[0])
+            return
+        list(self._syncer.map(_fsync_path, paths))
 
     def discard(self, staged: StagedObject) -> None:
         if staged.temp is not None:

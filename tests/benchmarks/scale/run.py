@@ -65,7 +65,9 @@ from tests.infra.s3_server import CephS3Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("IMAGING_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 STORESCU = "/usr/bin/storescu"
-PER_SERIES, SERIES_PER_STUDY = 50, 2
+# Instances per series (2 series per study): from the environment, so that the spawned loader processes
+# see what --per-series set.
+PER_SERIES, SERIES_PER_STUDY = int(os.environ.get("SCALE_PER_SERIES", "50")), 2
 SURNAMES = ["SMITH", "JONES", "GARCIA", "MULLER", "ROSSI", "DUBOIS", "NOVAK", "SILVA", "KOWALSKI", "JANSEN"]
 STUDY_LIST = "/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060"
 UID_ROOT = "1.2.826.0.1.3680043.8.498"
@@ -479,7 +481,13 @@ def main() -> None:
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--per-series", type=int, default=PER_SERIES, help="instances per series (2 series per study)"
+    )
     args = parser.parse_args()
+    if args.per_series != PER_SERIES:  # re-read with the new value, here and in the loader processes
+        os.environ["SCALE_PER_SERIES"] = str(args.per_series)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     try:
         if not args.skip_ingest:
