@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -29,6 +30,8 @@ from imaging.ingest.ingestor import BatchItem, Ingestor, IngestResult
 from imaging.ingest.partitions import Quarantine, deidentifier_for, project_exists
 from imaging.partition import CLINICAL
 from imaging.storage.base import Source, digest_file
+
+DEIDENTIFY_CONCURRENCY = 4  # objects of one request de-identified at once (project partitions)
 
 
 class ConsentRefused(ArchiveError):
@@ -101,8 +104,8 @@ class Receiver:
         partition: str | None = None,
     ) -> list[IngestResult | ArchiveError]:
         """`receive` for a group (the parts of a STOW-RS request), each with its own outcome: into the clinical
-        partition as one group commit (Ingestor.ingest_batch); into a project one at a time (each is
-        de-identified first)."""
+        partition as one group commit (Ingestor.ingest_batch); into a project each on its own, de-identified
+        first, a few at a time."""
         partition = self._partition(called_ae, partition)
         channel = "c-store" if called_ae is not None else "stow-rs"
         if partition == CLINICAL:
@@ -110,13 +113,18 @@ class Receiver:
                 BatchItem(data, e.SOPInstanceUID, e.SOPClassUID, e.StudyInstanceUID) for data, e in items
             ]
             return self.ingestor.ingest_batch(batch, source=source, channel=channel)
-        outcomes: list[IngestResult | ArchiveError] = []
-        for data, expected in items:
+
+        def one(item: tuple[Source, Expected]) -> IngestResult | ArchiveError:
             try:
-                outcomes.append(self._deidentify_on_receive(data, partition, source, expected, channel))
+                return self._deidentify_on_receive(item[0], partition, source, item[1], channel)
             except ArchiveError as exc:
-                outcomes.append(exc)
-        return outcomes
+                return exc
+
+        if len(items) == 1:
+            return [one(items[0])]
+        # De-identification (the burned-in text check above all) is the slow part: several at once.
+        with ThreadPoolExecutor(min(len(items), DEIDENTIFY_CONCURRENCY), thread_name_prefix="deid") as pool:
+            return list(pool.map(one, items))
 
     def _partition(self, called_ae: str | None, partition: str | None) -> str:
         if called_ae is not None:
