@@ -4,15 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 DATA_DIR ?= ./data
+# torch: the version the reference triage bundle records. TORCH_INDEX: a pip index to take it from. Set it to
+# PyTorch's CPU wheel index URL for a CPU-only install that never downloads CUDA wheels (PyPI's Linux torch
+# is a CUDA build); empty, torch comes from pip's configured indexes (this machine's has the CPU build).
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
 
 .PHONY: setup serve test lint viewer clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	# The CPU build first, so the project's torch range is already satisfied (no multi-GB CUDA download).
-	$(PIP) install "torch==2.13.0"
-	$(PIP) install -e ".[dev]"
+	# torch first, so that the project's torch range is already satisfied when the rest is installed.
+	$(PIP) install $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "torch==$(TORCH_VERSION)"
+	$(PIP) install -e ".[dev]" "torch==$(TORCH_VERSION)"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -3,9 +3,9 @@
 Service roots: `/dicomweb` (the clinical partition), `/projects/{project}/dicomweb` (a research project's
 partition; the project name is the partition name) and `/shares/{token}/dicomweb` (a share link: read-only,
 its studies only). Beside them the REST resources of the archive (consent, audit) and of every feature, as
-the composition root (imaging.app) declares them; `/health` (no token), `/viewer` (OHIF, when fetched),
-`/login` (browser login: OpenID Connect code flow with PKCE, or an API token in a form), `/docs` and
-`/openapi.json`.
+the composition root (imaging.app) declares them; `/health`, `/health/live` and `/metrics` (no token),
+`/viewer` (OHIF, when fetched), `/login` (browser login: OpenID Connect code flow with PKCE, or an API token
+in a form), `/docs` and `/openapi.json`.
 
 Every domain error (imaging.errors.ArchiveError) becomes its HTTP status here, in one handler.
 """
@@ -13,6 +13,7 @@ Every domain error (imaging.errors.ArchiveError) becomes its HTTP status here, i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,9 @@ from imaging.access.oidc import OpenIDProvider
 from imaging.archive import Archive
 from imaging.audit import AuditWriter
 from imaging.errors import ArchiveError
+from imaging.metrics import HTTP_LATENCY
+from imaging.observability.collectors import ArchiveCollector
+from imaging.observability.health import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,60 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "invalid request parameters"}, status_code=400)
 
 
-def create_app(archive: Archive) -> FastAPI:
+class Timing:
+    """Latency of every HTTP request, by the route it matched (its template: no identifiers), method and
+    status, into imaging_http_request_duration_seconds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            HTTP_LATENCY.labels(route_template(scope), scope.get("method", ""), str(status[0])).observe(
+                time.perf_counter() - started
+            )
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route a request matched, prefix included ("/projects/{project}/dicomweb/studies"):
+    a bounded label, never the identifiers in the path. The route in the scope may carry its path without
+    the prefix of the router it was included with; the prefix is recovered from the request path, its
+    parameter values put back as their names."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    params = {str(k): str(v) for k, v in (scope.get("path_params") or {}).items()}
+    try:
+        suffix = template.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return template
+    path = str(scope.get("path", ""))
+    if not path.endswith(suffix):
+        return template
+    names = {value: name for name, value in params.items() if "{" + name + "}" not in template}
+    prefix = "/".join(
+        "{" + names[s] + "}" if s in names else s for s in path[: len(path) - len(suffix)].split("/")
+    )
+    return prefix + template
+
+
+def create_app(archive: Archive, readiness: Readiness | None = None) -> FastAPI:
+    """`readiness`: the components to report at /health (imaging serve adds the DICOM listener, the
+    workers and the broker); by default the index, the storage and what live workers report."""
     settings = archive.settings
     if settings.dev_mode:
         log.warning(
@@ -112,6 +169,8 @@ def create_app(archive: Archive) -> FastAPI:
     app.state.archive = archive
     app.state.audit = audit_writer  # queued audit records of the hot paths (imaging.audit.writer)
     app.state.oidc = provider
+    app.state.readiness = readiness or Readiness(archive)
+    app.state.metrics = ArchiveCollector(archive, composition.metrics())
     app.add_exception_handler(ArchiveError, archive_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
 
@@ -139,4 +198,5 @@ def create_app(archive: Archive) -> FastAPI:
     )
     app.add_middleware(AuditMiddleware)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Timing)
     return app

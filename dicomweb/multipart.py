@@ -8,7 +8,9 @@ import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, BinaryIO
+
+from imaging.storage.base import file_slice
 
 # RFC 2046: the boundary is 1-70 characters; we also bound header blocks.
 MAX_BOUNDARY = 70
@@ -150,6 +152,11 @@ class Part:
         self.file.seek(self.offset)
         return self.file.read(self.size)
 
+    def file_head(self, size: int) -> bytes:
+        """The payload's first `size` bytes (or fewer)."""
+        self.file.seek(self.offset)
+        return self.file.read(min(size, self.size))
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.file.seek(self.offset + self.size)
         self.file.write(data)
@@ -157,6 +164,11 @@ class Part:
 
     def close(self) -> None:
         """Parts share their parser's spool file: MultipartParser.close() releases it."""
+
+    def open(self, prefix: bytes = b"") -> BinaryIO:
+        """The payload as a seekable file of its own (position 0 = `prefix`, then the payload's first
+        byte), read from the spool file by position: parts are read this way concurrently, never whole."""
+        return file_slice(self.file.fileno(), self.offset, self.size, prefix)
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Composition root: the one module that names every feature and wires it into the core.
 
 Each feature is declared here once — its job kinds and change-log consumers, the domain events it listens
-to, its command-line sub-apps and its HTTP routers — and the core (jobs, ingest, index, storage) never
+to, its command-line sub-apps, its HTTP routers and its metrics — and the core (jobs, ingest, index, storage) never
 imports a feature. The edges ask this module for what to mount: `imaging.cli` for the sub-apps,
 `dicomweb.app` for the routers, `imaging serve` / `imaging worker` for the job runner. Importing this module
 also defines every table of the index (each feature's models are imported with it), which is what
@@ -10,12 +10,13 @@ Alembic's autogeneration needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import typer
 from fastapi import APIRouter
+from prometheus_client.core import Metric
 
 import triage.api
 import triage.cli
@@ -35,6 +36,7 @@ from imaging.retention import schedule as retention_schedule
 from imaging.sharing import api as sharing_api
 from imaging.sharing import cli as sharing_cli
 from imaging.sharing import delivery, erasure, outbox
+from imaging.sharing import metrics as sharing_metrics
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Feature:
     subscriptions: tuple[tuple[type, Callable[..., None]], ...] = ()
     commands: tuple[tuple[str, typer.Typer, str], ...] = ()  # (name, sub-app, help)
     routers: tuple[APIRouter, ...] = field(default_factory=tuple)
+    # Prometheus metrics the feature reads from the index at scrape time (imaging.observability).
+    metrics: tuple[Callable[[Archive], Iterable[Metric]], ...] = ()
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -94,6 +98,7 @@ FEATURES: tuple[Feature, ...] = (
             ("share", sharing_cli.share_app, "Cross-site sharing: peers, policies, the outbox, links."),
         ),
         routers=sharing_api.routers,
+        metrics=(sharing_metrics.outbox_metrics,),
     ),
     Feature(
         "triage",
@@ -129,6 +134,10 @@ def commands() -> list[tuple[str, typer.Typer, str]]:
 
 def routers() -> list[APIRouter]:
     return [router for feature in FEATURES for router in feature.routers]
+
+
+def metrics() -> list[Callable[[Archive], Iterable[Metric]]]:
+    return [collect for feature in FEATURES for collect in feature.metrics]
 
 
 def describe() -> dict[str, Any]:

@@ -42,6 +42,7 @@ class Archive:
         if maintenance:
             db.migrate()
             refresh_planner_statistics(db)
+            store.prepare()
             store.sweep_temporary()
         ingestor = Ingestor(db, store, policy=settings.overwrite_policy)
         if maintenance:

@@ -38,6 +38,11 @@ class EmptyQidoStatus(StrEnum):
     EMPTY_ARRAY = "200"
 
 
+class StorageBackend(StrEnum):
+    FILESYSTEM = "filesystem"
+    S3 = "s3"
+
+
 class RemoteAE(BaseSettings):
     """A DICOM node the archive may send to (C-MOVE destination, peer)."""
 
@@ -237,6 +242,24 @@ class Settings(BaseSettings):
     dicom_tls_client_ca: Path | None = None
     dicom_tls_require_client_cert: bool = True
 
+    # Issue 15: object storage, observability, deployment.
+    # Where objects live: "filesystem" (<data_dir>/objects) or "s3" (any S3-compatible object store), so
+    # archive processes and workers on several machines share one store without a shared file system.
+    storage_backend: StorageBackend = StorageBackend.FILESYSTEM
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""  # empty: AWS; e.g. http://radosgw:7480, http://minio:9000
+    s3_region: str = ""
+    s3_access_key_id: str = ""  # empty (with the secret): boto3's own chain (environment, instance role)
+    s3_secret_access_key: str = ""
+    s3_prefix: str = ""  # keys go under this prefix in the bucket ("archive/")
+    s3_addressing_style: str = Field(default="auto", pattern="^(auto|path|virtual)$")
+    s3_part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)  # multipart upload part
+    # `imaging worker`: serve its Prometheus metrics on this port (0: off). `imaging serve` serves them at
+    # /metrics on the HTTP port.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Readiness: a worker is alive while its heartbeat (every few seconds, in the index) is younger than this.
+    worker_heartbeat_seconds: float = Field(default=30.0, gt=0)
+
     @field_validator("ae_title")
     @classmethod
     def _valid_ae(cls, v: str) -> str:
@@ -258,6 +281,8 @@ class Settings(BaseSettings):
         if self.audit_syslog_url and urlsplit(self.audit_syslog_url).scheme not in ("udp", "tls"):
             raise ValueError("audit_syslog_url: udp://host:port or tls://host:port")
         self._refuse_open_gateway()
+        if self.storage_backend is StorageBackend.S3 and not self.s3_bucket:
+            raise ValueError("storage_backend s3 needs s3_bucket")
         return self
 
     def _refuse_open_gateway(self) -> None:

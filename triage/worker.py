@@ -26,6 +26,7 @@ from imaging.events import ChangeKind
 from imaging.index.reads import instance_keys
 from imaging.index.schema import ChangeLog, Series, Study
 from imaging.jobs.runner import JobKind, JobRunner
+from imaging.metrics import TRIAGE_STAGE
 from imaging.partition import CLINICAL
 from imaging.priority import rank
 from triage.records import TriageOutcome
@@ -77,6 +78,7 @@ def model_version(pipeline: TriagePipeline) -> str:
 
 class TriageConsumer:
     name = "triage"
+    kinds = frozenset({ChangeKind.SERIES_STABLE.value})  # the only changes it acts on
 
     def __init__(self, bundle_version: str) -> None:
         self.bundle_version = bundle_version
@@ -144,6 +146,8 @@ def run_triage_job(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:
             raise RetryableTriageFailure(result.reason)
         log.info("triage of a series failed for good: %s", result.reason)
         return {"selected": True, "failed": result.reason}
+    for stage, seconds in result.timings.items():
+        TRIAGE_STAGE.labels(stage).observe(float(seconds))
     sr_uid = seg_uid = ""
     if result.sr is not None:
         sr_uid = archive.ingestor.ingest_dataset(
@@ -224,13 +228,18 @@ def _record(
 
 
 def register(runner: JobRunner, archive: Archive) -> None:
+    """Register the triage job kind, its model loaded; a model that cannot be loaded (a bundle failing its
+    checksum, a GPU its CUDA runtime cannot use) disables triage here, and readiness says so."""
     if not archive.settings.triage_enabled:
         return
     try:
-        version = model_version(pipeline_for(archive))
-    except Exception:
+        pipeline = pipeline_for(archive)
+        version = model_version(pipeline)
+    except Exception as exc:
         log.exception("triage bundle could not be loaded: triage disabled")
+        runner.components[JOB_KIND] = {"ready": False, "reason": f"model not loaded: {type(exc).__name__}"}
         return
+    runner.components[JOB_KIND] = {"ready": True, "model": version, "device": str(pipeline.device)}
     runner.register(
         TriageConsumer(version), **{JOB_KIND: JobKind(run_triage_job, max_attempts=5, base_delay=5.0)}
     )

@@ -1,7 +1,9 @@
 """STOW-RS (PS3.18 10.5): POST /studies and /studies/{study}.
 
 The body is parsed as it arrives and each part spooled to a temporary file (memory does not grow with the
-upload); only a complete, well-formed body is ingested, part by part, through the single ingest path.
+upload); only a complete, well-formed body is ingested, in groups of parts, through the single ingest path:
+one sync and one index transaction per group (Ingestor.ingest_batch). A part of any size is parsed and stored
+from the spool file, never held in memory whole.
 A body over `max_upload_bytes` is refused with 413, a malformed one with 400, one that stalls for
 `http_body_timeout` seconds with 408, before anything is stored.
 """
@@ -10,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -26,9 +26,10 @@ from dicomweb import auditing, multipart
 from dicomweb.deps import Context, StoreContext
 from dicomweb.dicom_json import MEDIA_TYPE, dumps
 from dicomweb.errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from imaging.errors import ArchiveError, InvalidRequest
+from imaging.errors import ArchiveError, InvalidRequest, ProcessingFailure
 from imaging.index.extract import valid_uid
-from imaging.ingest import Expected
+from imaging.ingest import Expected, IngestResult
+from imaging.storage.base import Source
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["STOW-RS"])
@@ -43,9 +44,13 @@ WARNING_DOES_NOT_MATCH = 0xB007
 # gets the answer instead of a reset connection.
 DRAIN_LIMIT = 8 * 1024 * 1024
 DRAIN_TIMEOUT = 5.0
-# Parts of one request ingested at once: their fsyncs overlap and their index writes share group commits
-# (the single ingest path's GroupCommitter), as concurrent C-STORE associations do.
-PART_CONCURRENCY = 4
+# The parts of a request are ingested in groups: each group's bytes made durable by one sync and its rows
+# written by one index transaction (Ingestor.ingest_batch), Success for each part only after both.
+BATCH_PARTS = 64
+BATCH_BYTES = 64 * 1024 * 1024
+# Parts larger than this are parsed and stored from the spool file, never read into memory whole.
+LARGE_PART = 8 * 1024 * 1024
+PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 @dataclass
@@ -167,11 +172,15 @@ async def _receive_parts(request: Request, ctx: Context) -> tuple[list[multipart
         raise
 
 
-def _identify(data: bytes) -> tuple[str, str, str]:
+def _identify(data: Source) -> tuple[str, str, str]:
     """(SOPClassUID, SOPInstanceUID, StudyInstanceUID) read without the pixel data; blanks if unreadable."""
     try:
+        if not isinstance(data, bytes):
+            data.seek(0)
         ds = dcmread(
-            BytesIO(data), stop_before_pixels=True, specific_tags=[0x00080016, 0x00080018, 0x0020000D]
+            BytesIO(data) if isinstance(data, bytes) else data,
+            stop_before_pixels=True,
+            specific_tags=[0x00080016, 0x00080018, 0x0020000D],
         )
         return (
             str(ds.get("SOPClassUID", "")),
@@ -182,45 +191,76 @@ def _identify(data: bytes) -> tuple[str, str, str]:
         return "", "", ""
 
 
-def _store_part(ctx: Context, part: multipart.Part, study: str | None, spool_lock: threading.Lock) -> Outcome:
-    media = multipart.parse_media_type(part.content_type or "application/dicom")
-    with spool_lock:  # parts share one spool file (seek + read)
-        data = part.read()
-    if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
-        # A Part 10 stream without its preamble (pydicom.dcmwrite's default, as dicomweb-client sends):
-        # stored with the 128-byte preamble and "DICM" the file format requires; the rest as received.
-        data = b"\x00" * 128 + b"DICM" + data
+def _failed(data: Source, status: int) -> Outcome:
+    """The UIDs a failure is reported under, read only now: on success the ingest result has them."""
+    sop_class, sop_instance, _ = _identify(data)
+    outcome = Outcome(
+        sop_class if valid_uid(sop_class) else "", sop_instance if valid_uid(sop_instance) else ""
+    )
+    outcome.failure = status
+    return outcome
 
-    def failed(status: int) -> Outcome:
-        # The UIDs a failure is reported under, read only now: on success the ingest result has them.
-        sop_class, sop_instance, _ = _identify(data)
-        outcome = Outcome(
-            sop_class if valid_uid(sop_class) else "", sop_instance if valid_uid(sop_instance) else ""
-        )
-        outcome.failure = status
-        return outcome
 
-    if media.type != "application/dicom":
-        return failed(FAILURE_CANNOT_UNDERSTAND)
-    try:
+def _source(part: multipart.Part) -> Source:
+    """The part's Part 10 stream: bytes, or (a large part) a file read from the spool by position, so that
+    an object of any size is parsed and stored without being held in memory. A stream without its
+    preamble (pydicom.dcmwrite's default, as dicomweb-client sends) is stored with the 128-byte preamble
+    and "DICM" the file format requires; the rest as received."""
+    head = part.file_head(132)
+    prefix = PREAMBLE if head[128:132] != b"DICM" and head[:2] == b"\x02\x00" else b""
+    if part.size > LARGE_PART:
+        return part.open(prefix)
+    return prefix + part.read()
+
+
+def _batches(parts: list[multipart.Part]) -> Iterator[list[multipart.Part]]:
+    """Consecutive parts, at most BATCH_PARTS of them or BATCH_BYTES together (a large part goes alone)."""
+    batch: list[multipart.Part] = []
+    size = 0
+    for part in parts:
+        if batch and (len(batch) >= BATCH_PARTS or size + part.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(part)
+        size += part.size
+    if batch:
+        yield batch
+
+
+def _store_batch(ctx: Context, parts: list[multipart.Part], study: str | None) -> list[Outcome]:
+    """One group commit for the batch (one sync, one index transaction); each part its own outcome."""
+    outcomes: list[Outcome | None] = [None] * len(parts)
+    items: list[tuple[int, Source]] = []
+    for index, part in enumerate(parts):
+        source = _source(part)
+        if multipart.parse_media_type(part.content_type or "application/dicom").type != "application/dicom":
+            outcomes[index] = _failed(source, FAILURE_CANNOT_UNDERSTAND)
+        else:
+            items.append((index, source))
+    if items:
         # A project's STOW root de-identifies on receive; an instance of another study than the URL's is a
         # mismatch (PS3.18), refused by the receive service like any other difference from the request.
-        result = ctx.archive.receiver.receive(
-            data,
-            source=f"stow:{ctx.principal.user}",
-            partition=ctx.partition,
-            expected=Expected(StudyInstanceUID=study),
-        )
-    except ArchiveError as exc:
-        return failed(exc.dimse_status or FAILURE_PROCESSING)
-    except Exception:
-        log.exception("STOW part failed")
-        return failed(FAILURE_PROCESSING)
-    outcome = Outcome(result.sop_class_uid, result.sop_instance_uid)
-    outcome.study = result.study_instance_uid
-    outcome.series = result.series_instance_uid
-    outcome.warnings = list(result.warnings)
-    return outcome
+        try:
+            results: list[IngestResult | ArchiveError] = ctx.archive.receiver.receive_batch(
+                [(source, Expected(StudyInstanceUID=study)) for _, source in items],
+                source=f"stow:{ctx.principal.user}",
+                partition=ctx.partition,
+            )
+        except ArchiveError as exc:  # the batch as a whole (storage full)
+            results = [exc] * len(items)
+        except Exception:
+            log.exception("STOW batch failed")
+            results = [ProcessingFailure("processing failure")] * len(items)
+        for (index, source), result in zip(items, results, strict=True):
+            if isinstance(result, ArchiveError):
+                outcomes[index] = _failed(source, result.dimse_status or FAILURE_PROCESSING)
+            else:
+                outcome = Outcome(result.sop_class_uid, result.sop_instance_uid)
+                outcome.study = result.study_instance_uid
+                outcome.series = result.series_instance_uid
+                outcome.warnings = list(result.warnings)
+                outcomes[index] = outcome
+    return [o for o in outcomes if o is not None]
 
 
 def _warning_reason(warnings: list[str]) -> int:
@@ -275,12 +315,8 @@ async def store(request: Request, ctx: Context, study: str | None) -> Response:
     parts, spool = await _receive_parts(request, ctx)
 
     def work() -> list[Outcome]:
-        lock = threading.Lock()
         try:
-            if len(parts) == 1:
-                return [_store_part(ctx, parts[0], study, lock)]
-            with ThreadPoolExecutor(min(len(parts), PART_CONCURRENCY), thread_name_prefix="stow") as pool:
-                return list(pool.map(lambda part: _store_part(ctx, part, study, lock), parts))
+            return [outcome for batch in _batches(parts) for outcome in _store_batch(ctx, batch, study)]
         finally:
             spool.close()
 

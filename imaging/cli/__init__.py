@@ -26,7 +26,7 @@ app.add_typer(tokens.app, name="token", help="API tokens (stored hashed).")
 app.add_typer(consent.app, name="consent", help="Consent registry (opt-outs of secondary use and sharing).")
 app.add_typer(audit.app, name="audit", help="Audit trail (DICOM PS3.15 A.5 event codes).")
 app.add_typer(viewer.app, name="viewer", help="The built-in OHIF viewer, served at /viewer.")
-app.add_typer(schema.app, name="schema", help="Index schema migrations (developers).", hidden=True)
+app.add_typer(schema.app, name="schema", help="Index schema migrations (deployment, developers).")
 app.command("deid")(deid)
 for name, sub_app, help_text in composition.commands():
     app.add_typer(sub_app, name=name, help=help_text)

@@ -1,6 +1,8 @@
-"""`imaging schema regenerate`: rewrite the initial Alembic migration from the models (developers; only
-while no release has shipped a schema). The composition root is imported first, so every feature's tables
-are in the metadata being compared."""
+"""`imaging schema upgrade`: bring the index to the newest schema (a deployment's one-shot migration step,
+under the database lock; every process also does it at start, finding nothing left to do), and prepare the
+storage (its bucket). `imaging schema regenerate`: rewrite the initial Alembic migration from the models
+(developers; only while no release has shipped a schema). The composition root is imported first, so every
+feature's tables are in the metadata being compared."""
 
 from __future__ import annotations
 
@@ -13,9 +15,17 @@ from alembic.config import Config
 from sqlalchemy import create_engine
 
 import imaging.app  # noqa: F401  (defines every table)
+from imaging.console import ConfigOpt, DataDirOpt, console, open_archive
 from imaging.index.db import MIGRATIONS
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("upgrade")
+def upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Migrate the index to the newest schema and prepare the storage; exits when done."""
+    open_archive(config, data_dir).close()
+    console.print("index schema up to date; storage ready")
 
 
 @app.command("regenerate")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import ssl
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import uvicorn
+from prometheus_client import start_http_server
 
 from dicomweb.app import create_app
 from imaging import app as composition
@@ -17,8 +22,11 @@ from imaging.config import Settings
 from imaging.console import ConfigOpt, DataDirOpt, fail, settings
 from imaging.dimse.processes import GatewayProcesses
 from imaging.dimse.server import Gateway
-from imaging.jobs.broker import BrokerDispatch
+from imaging.jobs.broker import BrokerDispatch, ping
+from imaging.jobs.heartbeat import Heartbeat
 from imaging.lifecycle import configure_server_process, wait_until_terminated
+from imaging.metrics import use_multiprocess
+from imaging.observability.health import Readiness, listener_check
 
 app = typer.Typer()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,14 +69,22 @@ def serve(
         )
     archive = Archive.open(chosen)
     exporter = audit_exporter(archive)
+    processes = chosen.gateway_processes()
+    metrics_dir = Path(tempfile.gettempdir()) / f"imaging-metrics-{os.getpid()}"
+    if processes > 1:  # before any observation and before the gateway processes start
+        use_multiprocess(metrics_dir)
     # The job runner first: registering triage loads its bundle (torch, MONAI: seconds of CPU under the
     # GIL), which must not compete with the first associations. The port opens once the server is ready.
     runner = composition.build_runner(archive)
+    readiness = Readiness(archive, workers=True)
+    heartbeat = None
     if chosen.broker_url:
         runner.publisher = BrokerDispatch(chosen.broker_url, namespace=chosen.broker_namespace)
+        readiness.add("broker", lambda: _broker_ready(chosen.broker_url))
+    elif chosen.workers:  # jobs run here: this process is a worker
+        heartbeat = Heartbeat(archive.db, "serve", list(runner.kinds), lambda: runner.components)
     gateway = Gateway(archive)
     extra = None
-    processes = chosen.gateway_processes()
     if processes > 1:
         # Our gateway accepts every connection and hands each to the least-loaded process.
         extra = GatewayProcesses(archive, processes - 1)
@@ -76,8 +92,11 @@ def serve(
         extra.start(chosen.dicom_host, port)
     else:
         port = gateway.start()
+    readiness.add("dimse", listener_check(chosen.dicom_host, port))
     if chosen.workers:
         runner.start()
+    if heartbeat is not None:
+        heartbeat.start()
     print(f"DICOM gateway: AE title {chosen.ae_title} on {chosen.dicom_host}:{port}", flush=True)
     try:
         if no_http:
@@ -87,17 +106,20 @@ def serve(
             scheme = "https" if chosen.http_tls_certfile else "http"
             print(f"DICOMweb: {scheme}://{bind}:{chosen.http_port}/dicomweb", flush=True)
             print(f"Viewer:   {scheme}://{bind}:{chosen.http_port}/viewer", flush=True)
-            uvicorn.run(create_app(archive), **uvicorn_options(chosen, bind))
+            uvicorn.run(create_app(archive, readiness), **uvicorn_options(chosen, bind))
     except KeyboardInterrupt:
         pass
     finally:
         if exporter is not None:
             exporter.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
         runner.stop()
         gateway.stop()
         if extra is not None:
             extra.stop()
         archive.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def uvicorn_options(settings: Settings, host: str) -> dict[str, Any]:
@@ -153,6 +175,10 @@ def worker(
     configure_server_process()
     archive = Archive.open(settings(config, data_dir))
     runner = composition.build_runner(archive, kinds=kind)
+    if archive.settings.metrics_port:  # this process's metrics (triage stages, what it ingests)
+        start_http_server(archive.settings.metrics_port)
+    heartbeat = Heartbeat(archive.db, "worker", list(runner.kinds), lambda: runner.components)
+    heartbeat.start()
     dispatch = None
     if archive.settings.broker_url:
         dispatch = BrokerDispatch(archive.settings.broker_url, namespace=archive.settings.broker_namespace)
@@ -166,9 +192,15 @@ def worker(
     except KeyboardInterrupt:
         pass
     finally:
+        heartbeat.stop()
         if dispatch is not None:
             consumer.stop()
             dispatch.close()
         else:
             runner.stop()
         archive.close()
+
+
+def _broker_ready(url: str) -> dict[str, Any]:
+    ping(url)
+    return {"ready": True}

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import struct
+import tempfile
 from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom import _config, evt
@@ -42,6 +44,10 @@ COMMAND_LIMIT = 64 * 1024  # a command set is a few hundred bytes
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 NO_DATA_SET = 0x0101
+# A data set larger than this is written to a spool file as its fragments arrive (C-STORE of a large
+# multi-frame object): it reaches the ingest path as a file, parsed and stored in bounded memory.
+SPOOL_THRESHOLD = 32 * 1024 * 1024
+SPOOL_DIR: str | None = None  # set by the gateway (Settings.data_dir/tmp); None: the system's temp dir
 _US = struct.Struct("<H")
 _HEADER = struct.Struct("<HHI")  # group, element, value length: implicit VR little endian
 
@@ -59,7 +65,9 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
         self._request: C_STORE | None = None  # a decoded C-STORE-RQ waiting for its data set
         self._fragments: list[memoryview] = []
         self._size = 0  # bytes of the current message so far
+        self._held = 0  # bytes in _fragments
         self._oversize = False  # the current C-STORE's data set is being dropped
+        self._spool: Any = None  # a large data set's fragments (a NamedTemporaryFile)
         self._passthrough = False  # pynetdicom is decoding the current message
 
     @classmethod
@@ -116,16 +124,57 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
             else:
                 self._size += len(data) - 1
                 if self._size > self.max_message:  # too large to keep: dropped as it arrives
+                    if not self._oversize:
+                        self._drop_data_set()
                     self._oversize = True
-                    self._fragments = []
                 else:
-                    self._fragments.append(memoryview(data)[1:])
+                    self._data_set_fragment(memoryview(data)[1:])
                 if data[0] & 2:  # the last data set fragment: the request is complete
                     request = self._request
-                    # A data set over the limit: none, which the C-STORE handler answers 0xA700.
-                    request.DataSet = None if self._oversize else BytesIO(b"".join(self._fragments))
+                    if self._oversize:  # none, which the C-STORE handler answers 0xA700
+                        request.DataSet = None
+                    else:
+                        self._complete_data_set(request)
                     self._reset()
                     self.msg_queue.put((cast(int, request._context_id), request))
+
+    def _data_set_fragment(self, fragment: memoryview) -> None:
+        """Keep a data set fragment: in memory, or past SPOOL_THRESHOLD in a spool file (a data set of any
+        size is received in bounded memory)."""
+        if self._spool is None:
+            self._fragments.append(fragment)
+            self._held += len(fragment)
+            if self._held <= SPOOL_THRESHOLD:
+                return
+            # Closed and removed by pynetdicom once the C-STORE handler returned (its chunked-data-set
+            # convention: C_STORE._dataset_file / _dataset_path).
+            self._spool = tempfile.NamedTemporaryFile(dir=SPOOL_DIR, prefix=".spool-", delete=False)  # noqa: SIM115
+            fragments, self._fragments = self._fragments, []
+            for held in fragments:
+                self._spool.write(held)
+        else:
+            self._spool.write(fragment)
+
+    def _complete_data_set(self, request: C_STORE) -> None:
+        """The received data set in `request`: DataSet (BytesIO), or the spool file as pynetdicom's own
+        chunked mode leaves it (`_dataset_file`, `_dataset_path`; DataSet empty)."""
+        if self._spool is None:
+            request.DataSet = BytesIO(b"".join(self._fragments))
+            return
+        spool, self._spool = self._spool, None
+        spool.flush()
+        request.DataSet = BytesIO()  # (pynetdicom serves no request without one)
+        request._dataset_file = spool
+        request._dataset_path = (Path(spool.name), 0)
+
+    def _drop_data_set(self) -> None:
+        """Forget what was kept of the current data set (an aborted or oversized message's)."""
+        self._fragments = []
+        self._held = 0
+        if self._spool is not None:
+            self._spool.close()
+            Path(self._spool.name).unlink(missing_ok=True)
+            self._spool = None
 
     def _fast_path_allowed(self) -> bool:
         return not _config.STORE_RECV_CHUNKED_DATASET and not self._observed(evt.EVT_DIMSE_RECV)
@@ -156,6 +205,7 @@ class GatewayDIMSEProvider(DIMSEServiceProvider):
         self._fragments = []
         self._size = 0
         self._oversize = False
+        self._drop_data_set()
 
     # -- sending -----------------------------------------------------------------------------------------
 

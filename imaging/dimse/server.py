@@ -14,13 +14,15 @@ timeout.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
 import socket
 import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, cast
 
 from pynetdicom import AE, _config, evt
@@ -29,6 +31,7 @@ from pynetdicom.utils import make_target
 
 from imaging.archive import Archive
 from imaging.config import Settings
+from imaging.dimse import provider
 from imaging.dimse.access import ALL_SERVICES, AccessPolicy, Refusal, allowed_contexts, audit_user
 from imaging.dimse.audit_trail import AuditWriter, StoreTally
 from imaging.dimse.commitment_scp import CommitmentSCP
@@ -40,6 +43,7 @@ from imaging.dimse.retrieve_scp import handle_get, handle_move, send_stored
 from imaging.dimse.store_scp import ReceivingRelay, handle_released, handle_store
 from imaging.dimse.tls import peer_certificate, server_context
 from imaging.dimse.upper_layer import GatewayDUL
+from imaging.metrics import DIMSE_LATENCY
 
 log = logging.getLogger(__name__)
 # pynetdicom's debug output would print identifiers (PHI): keep it quiet. Its standard handlers also decode
@@ -90,6 +94,33 @@ class _Contexts(list[Any]):
             clone._transfer_syntax = list(cx._transfer_syntax)
             out.append(clone)
         return out
+
+
+def timed(service: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` observed into imaging_dimse_request_duration_seconds{service}: a generator handler
+    (C-FIND, C-MOVE, C-GET yield their responses) from its first to its last response."""
+    histogram = DIMSE_LATENCY.labels(service)
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def generator(*args: Any) -> Iterator[Any]:
+            started = time.perf_counter()
+            try:
+                yield from handler(*args)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return generator
+
+    @functools.wraps(handler)
+    def function(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return handler(*args)
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+    return function
 
 
 def _echo(event: evt.Event) -> int:
@@ -239,6 +270,9 @@ class Gateway:
         self.audit = AuditWriter(archive.db)
         self.tls_context = server_context(self.settings) if self.settings.dicom_tls_port is not None else None
         settings = self.settings
+        spool = settings.data_dir / "tmp"  # large data sets are spooled here as they arrive
+        spool.mkdir(parents=True, exist_ok=True)
+        provider.SPOOL_DIR = str(spool)
         ae = AE(ae_title=settings.ae_title)
         for cx in scp_contexts(settings.extra_sop_classes):
             # (the `supported_contexts` setter would drop the SCP/SCU role selection of each context)
@@ -267,12 +301,12 @@ class Gateway:
         r = [self.archive, self.relay]
         return [
             (evt.EVT_REQUESTED, _requested, [self]),
-            (evt.EVT_C_ECHO, _echo),
-            (evt.EVT_C_STORE, handle_store, r),
-            (evt.EVT_C_FIND, handle_find, [self.archive, self.audit]),
-            (evt.EVT_C_MOVE, handle_move, [self.archive, self.audit]),
-            (evt.EVT_C_GET, handle_get, [self.archive, self.audit]),
-            (evt.EVT_N_ACTION, self.commitment.handle_action),
+            (evt.EVT_C_ECHO, timed("C-ECHO", _echo)),
+            (evt.EVT_C_STORE, timed("C-STORE", handle_store), r),
+            (evt.EVT_C_FIND, timed("C-FIND", handle_find), [self.archive, self.audit]),
+            (evt.EVT_C_MOVE, timed("C-MOVE", handle_move), [self.archive, self.audit]),
+            (evt.EVT_C_GET, timed("C-GET", handle_get), [self.archive, self.audit]),
+            (evt.EVT_N_ACTION, timed("N-ACTION", self.commitment.handle_action)),
             (evt.EVT_RELEASED, handle_released, r),
             (evt.EVT_ABORTED, handle_released, r),
             (evt.EVT_CONN_CLOSE, handle_released, r),

@@ -1,9 +1,11 @@
-"""C-STORE SCP: the received bytes, exactly as sent, go through the single ingest path, for a caller allowed
-to store; each outcome is tallied for the association's audit record (imaging.dimse.audit_trail)."""
+"""C-STORE SCP: the received bytes, exactly as sent, go through the single ingest path (a large data set as
+the spool file it was received into, never read into memory whole), for a caller allowed to store; each
+outcome is tallied for the association's audit record (imaging.dimse.audit_trail)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from io import BytesIO
 from typing import Any, Protocol, cast
 
@@ -18,6 +20,7 @@ from imaging.dimse.contexts import called_ae_title, is_storage_sop_class
 from imaging.dimse.part10 import part10
 from imaging.errors import ArchiveError, NotAuthorized, OutOfResources, SOPClassNotSupported
 from imaging.ingest import Expected
+from imaging.storage.base import Source, file_slice
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,15 @@ def handle_store(event: evt.Event, archive: Archive, relay: ReceivingRelay | Non
         if request.DataSet is None:  # dropped on arrival: over max_upload_bytes (imaging.dimse.provider)
             raise OutOfResources("data set larger than the archive accepts")
         sop_instance = str(request.AffectedSOPInstanceUID)
-        data = part10(
-            sop_class,
-            sop_instance,
-            str(event.context.transfer_syntax),
-            cast(BytesIO, request.DataSet).getvalue(),
-        )
+        transfer_syntax = str(event.context.transfer_syntax)
+        spool = request._dataset_file  # a large data set, spooled as it arrived (imaging.dimse.provider)
+        data: Source
+        if spool is not None:
+            header = part10(sop_class, sop_instance, transfer_syntax, b"")
+            fd = spool.file.fileno()
+            data = file_slice(fd, 0, os.fstat(fd).st_size, header)
+        else:
+            data = part10(sop_class, sop_instance, transfer_syntax, cast(BytesIO, request.DataSet).getvalue())
         calling = str(event.assoc.requestor.ae_title).strip()
         result = archive.receiver.receive(
             data,

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x494D4147  # pg_advisory_lock key of schema migrations ("IMAG")
 T = TypeVar("T")
 
 
@@ -121,11 +122,23 @@ class Database:
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision, once: processes starting together (an archive
+        and its workers on a fresh database) take turns under a database lock, and the later ones find
+        nothing left to do. PostgreSQL: a session advisory lock; SQLite: the writer lock file."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["engine"] = self.write_engine
-        command.upgrade(cfg, "heads")  # feature branches of the schema may each add a head
+        if self.is_sqlite:
+            with self._writer_turn():
+                command.upgrade(cfg, "heads")  # feature branches of the schema may each add a head
+            return
+        with self.write_engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                command.upgrade(cfg, "heads")
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                lock.commit()
 
     def _writer_turn(self) -> AbstractContextManager[None]:
         return self.writer_lock.held() if self.writer_lock is not None else nullcontext()

@@ -6,8 +6,8 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass, field
-from io import BytesIO
-from typing import Any
+from io import SEEK_END, BytesIO
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -74,20 +74,31 @@ _INTEGER_KEYS = {"SeriesNumber", "InstanceNumber", "Rows", "Columns", "BitsAlloc
 _MAX_LEN = {"PatientBirthDate": 8, "StudyDate": 8, "SeriesDate": 8, "ContentDate": 8}
 
 
-def parse(data: bytes) -> ParsedInstance:
-    """Parse a Part 10 stream (with file meta). Raises CannotUnderstand / DataSetMismatch."""
+def parse(data: bytes | BinaryIO) -> ParsedInstance:
+    """Parse a Part 10 stream (with file meta): bytes, or a seekable binary file whose position 0 is the
+    stream's first byte (an upload of any size: bulk values are skipped, never read). Raises
+    CannotUnderstand / DataSetMismatch."""
+    if isinstance(data, bytes):
+        fp: BinaryIO = BytesIO(data)
+        size, head = len(data), data
+    else:
+        fp = data
+        size = fp.seek(0, SEEK_END)
+        fp.seek(0)
+        head = fp.read(HEAD_BYTES)
     try:
-        deflated = b"1.2.840.10008.1.2.1.99" in data[:1024]
-        usual = None if deflated else _read_usual(data)
+        deflated = b"1.2.840.10008.1.2.1.99" in head[:1024]
+        usual = None if deflated else _read_usual(head, size, fp)
         ds: Dataset
         if usual is None:
-            ds = dcmread(BytesIO(data), defer_size=None if deflated else BULK_THRESHOLD, force=False)
+            fp.seek(0)
+            ds = dcmread(fp, defer_size=None if deflated else BULK_THRESHOLD, force=False)
             transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
         else:
             ds, transfer_syntax = usual
         if not deflated:
-            _check_complete(ds, len(data))
-        bulk, pixel_offset, pixel_length = _take_bulk(ds, data, transfer_syntax)
+            _check_complete(ds, size, fp.tell())
+        bulk, pixel_offset, pixel_length = _take_bulk(ds, fp, transfer_syntax)
         body, values = json_model.encode(ds, BULK_THRESHOLD, _bulk_uri)
         attributes: dict[str, Any] = {}
         for keyword, tag in _INDEX_TAGS.items():
@@ -111,7 +122,7 @@ def parse(data: bytes) -> ParsedInstance:
             warnings.append(f"{keyword} not a valid date; not indexed")
 
     if pixel_offset is not None and pixel_length is None:
-        pixel_length = len(data) - pixel_offset  # encapsulated: items up to the sequence delimiter
+        pixel_length = size - pixel_offset  # encapsulated: items up to the sequence delimiter
     for bulk_tag, vr in bulk.items():
         body[f"{bulk_tag:08X}"] = {"vr": vr, "BulkDataURI": f"{BULK_PREFIX}{bulk_tag:08X}"}
     text = json.dumps(dict(sorted(body.items())), separators=(",", ":"), ensure_ascii=False)
@@ -126,20 +137,23 @@ def parse(data: bytes) -> ParsedInstance:
     )
 
 
+# The File Meta Information is read from the first bytes of a file source (a group this long is absurd).
+HEAD_BYTES = 64 * 1024
 _META_START = 128 + 4 + 12  # preamble, "DICM", (0002,0000) UL 4
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
-def _read_usual(data: bytes) -> tuple[Dataset, str] | None:
+def _read_usual(head: bytes, size: int, fp: BinaryIO) -> tuple[Dataset, str] | None:
     """The data set and transfer syntax of a Part 10 stream with the usual File Meta Information (preamble, group length first, a
     transfer syntax pydicom knows, not deflated), its large values deferred; None for anything else, which
     dcmread reads. The meta group is walked here instead of built into a pydicom FileMetaDataset: half of
-    dcmread's time for a CT slice."""
+    dcmread's time for a CT slice. `head`: the stream's first bytes; `fp`: the whole stream."""
+    data = head
     if len(data) < _META_START or data[128:132] != b"DICM" or data[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
         return None
     (length,) = struct.unpack_from("<I", data, 140)
     end = _META_START + length
-    if end > len(data):
+    if end > len(data) or end > size:
         return None
     transfer_syntax = None
     offset = _META_START
@@ -149,22 +163,21 @@ def _read_usual(data: bytes) -> tuple[Dataset, str] | None:
             if group != 2:
                 return None
             if vr in _LONG_VRS:
-                (size,) = struct.unpack_from("<I", data, offset + 8)
+                (size_,) = struct.unpack_from("<I", data, offset + 8)
                 offset += 12
             else:
-                (size,) = struct.unpack_from("<H", data, offset + 6)
+                (size_,) = struct.unpack_from("<H", data, offset + 6)
                 offset += 8
             if element == 0x10:
-                transfer_syntax = UID(data[offset : offset + size].decode("ascii").rstrip("\x00 "))
-            offset += size
+                transfer_syntax = UID(data[offset : offset + size_].decode("ascii").rstrip("\x00 "))
+            offset += size_
     except (struct.error, UnicodeDecodeError):
         return None
     if offset != end or transfer_syntax is None or not transfer_syntax.is_transfer_syntax:
         return None
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         return None
-    fp = BytesIO(data)
-    fp.seek(end)  # value positions (value_tell) stay offsets into `data`
+    fp.seek(end)  # value positions (value_tell) stay offsets into the stream
     ds = read_dataset(
         fp, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian, defer_size=BULK_THRESHOLD
     )
@@ -172,10 +185,10 @@ def _read_usual(data: bytes) -> tuple[Dataset, str] | None:
 
 
 def _take_bulk(
-    ds: Dataset, data: bytes, transfer_syntax: str
+    ds: Dataset, fp: BinaryIO, transfer_syntax: str
 ) -> tuple[dict[int, str], int | None, int | None]:
     """Take the bulk values (deferred, not read) out of `ds`: {tag: VR} for their BulkDataURIs in the metadata
-    cache, and the pixel data's byte range in `data` (its length None when encapsulated)."""
+    cache, and the pixel data's byte range in the stream (its length None when encapsulated)."""
     bulk: dict[int, str] = {}
     pixel_offset = pixel_length = None
     for tag in list(ds._dict):
@@ -183,7 +196,8 @@ def _take_bulk(
         if isinstance(raw, RawDataElement) and raw.value is None and _is_sequence(raw):
             # A sequence is never bulk data (PS3.18 Annex F): give pydicom its bytes to parse; large values
             # inside its items become BulkDataURIs through to_json_dict.
-            ds._dict[tag] = raw._replace(value=data[raw.value_tell : raw.value_tell + raw.length])
+            fp.seek(raw.value_tell)
+            ds._dict[tag] = raw._replace(value=fp.read(raw.length))
             continue
         if isinstance(raw, RawDataElement) and (raw.value is None or tag == PIXEL_DATA):
             bulk[tag] = raw.VR or "OB"
@@ -197,9 +211,10 @@ def _take_bulk(
     return bulk, pixel_offset, pixel_length
 
 
-def _check_complete(ds: Dataset, size: int) -> None:
+def _check_complete(ds: Dataset, size: int, position: int) -> None:
     """pydicom stops quietly at a truncated element header and does not read deferred values: a data set
-    cut short would parse. The last top-level element must end exactly where the stream ends."""
+    cut short would parse. The last top-level element must end exactly where the stream ends.
+    `position`: where reading stopped (after a deferred undefined-length value: past its delimiter)."""
     if not ds._dict:
         raise CannotUnderstand("empty data set")
     if 0x00280010 in ds._dict and not any(t in ds._dict for t in (0x7FE00008, 0x7FE00009, PIXEL_DATA)):
@@ -211,8 +226,8 @@ def _check_complete(ds: Dataset, size: int) -> None:
         end = last.value_tell + last.length
     elif last.value is not None:  # encapsulated / undefined length: value up to the Sequence Delimiter
         end = last.value_tell + len(last.value) + 8
-    else:
-        return
+    else:  # deferred: pydicom walked its items up to the delimiter
+        end = position
     if end != size:
         raise CannotUnderstand("data set truncated or followed by unparsable bytes")
 

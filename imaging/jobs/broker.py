@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 import dramatiq
+import pika
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
@@ -24,6 +26,19 @@ def make_broker(url: str) -> dramatiq.Broker:
     if url.startswith(("redis://", "rediss://")):
         return RedisBroker(url=url)
     raise ValueError("broker_url must start with amqp:// or redis://")
+
+
+def ping(url: str, timeout: float = 3.0) -> None:
+    """Connect to the broker and disconnect (readiness); raises when it does not answer."""
+    if url.startswith(("amqp://", "amqps://")):
+        parameters = pika.URLParameters(url)
+        parameters.socket_timeout = timeout
+        parameters.connection_attempts = 1
+        pika.BlockingConnection(parameters).close()
+    elif url.startswith(("redis://", "rediss://")):
+        redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout).ping()
+    else:
+        raise ValueError("broker_url must start with amqp:// or redis://")
 
 
 class BrokerDispatch:

@@ -12,19 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imaging.archive import Archive
 from imaging.index.schema import ChangeLog, ConsumerCursor, Job, utcnow
-from imaging.jobs.stability import mark_stable
+from imaging.jobs.stability import mark_stable, quiet_series
 
 log = logging.getLogger(__name__)
+# A consumer's cursor moves past changes it does not take at least once this many have accumulated.
+CURSOR_SLACK = 10_000
 
 
 class Consumer(Protocol):
-    """Reads change-log events and enqueues jobs for them."""
+    """Reads change-log events and enqueues jobs for them. A consumer with a `kinds` attribute (a set of
+    ChangeKind values) is handed only changes of those kinds: during ingest the change log grows by one
+    InstanceStored row per instance, which most consumers ignore."""
 
     name: str
 
@@ -76,6 +80,9 @@ class JobRunner:
         # (message lost, worker died) is published again. The job row stays the truth either way.
         self.publisher: Publisher | None = None
         self.requeue_after = requeue_after
+        # The state of what features loaded for their jobs, reported in this process's heartbeat and read by
+        # readiness: name -> {"ready": bool, ...details}; e.g. triage: its model, on which device.
+        self.components: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -89,19 +96,60 @@ class JobRunner:
             session.execute(update(Job).where(Job.status == "running").values(status="pending"))
 
     def tick(self) -> int:
-        """One round: stability, consumers, then every due job. Returns how many jobs ran."""
+        """One round: stability, consumers, then every due job. Returns how many jobs ran.
+
+        Each step first looks in a read transaction whether it has anything to do, and takes a write
+        transaction only then: on SQLite a write transaction holds the one writer lock that ingest's
+        commits wait for, and during ingest there is rarely anything to do (nothing stable yet, no change
+        a consumer takes, no job due)."""
         db = self.archive.db
-        with db.write() as session:
-            mark_stable(session, self.archive.settings.stability_seconds, self.archive.receiving_series())
+        stability = self.archive.settings.stability_seconds
+        if self._any(quiet_series(stability)):
+            with db.write() as session:
+                mark_stable(session, stability, self.archive.receiving_series())
         for consumer in self.consumers:
-            db.transaction(lambda s, c=consumer: self._consume(s, c))  # type: ignore[misc]
+            if self._consumer_behind(consumer):
+                db.transaction(lambda s, c=consumer: self._consume(s, c))  # type: ignore[misc]
         if self.publisher is not None:
-            return self._publish_due()
+            return self._publish_due() if self._any(self._publishable()) else 0
         ran = 0
-        while (job := self._claim()) is not None:
+        while self._any(self._due()) and (job := self._claim()) is not None:
             self._run(job)
             ran += 1
         return ran
+
+    def _any(self, stmt: Select[Any]) -> bool:
+        with self.archive.db.read() as session:
+            return session.execute(stmt.limit(1)).first() is not None
+
+    def _due(self) -> Select[Any]:
+        return select(Job.job_pk).where(
+            Job.status == "pending", Job.next_attempt_at <= utcnow(), Job.kind.in_(list(self.kinds))
+        )
+
+    def _publishable(self) -> Select[Any]:
+        stale = utcnow() - dt.timedelta(seconds=self.requeue_after)
+        return select(Job.job_pk).where(
+            or_(
+                (Job.status == "pending") & (Job.next_attempt_at <= utcnow()),
+                (Job.status == "queued") & (Job.updated_at <= stale),
+            )
+        )
+
+    def _consumer_behind(self, consumer: Consumer) -> bool:
+        """Whether `consumer` has changes to take (a consumer without `kinds`: any new change); the cursor
+        of one that takes none of the new ones is moved only once it lags CURSOR_SLACK changes behind."""
+        with self.archive.db.read() as session:
+            cursor = session.get(ConsumerCursor, consumer.name)
+            seq = cursor.seq if cursor is not None else 0
+            kinds = getattr(consumer, "kinds", None)
+            newer = select(ChangeLog.seq).where(ChangeLog.seq > seq)
+            if kinds is None:
+                return session.execute(newer.limit(1)).first() is not None
+            if session.execute(newer.where(ChangeLog.kind.in_(list(kinds))).limit(1)).first() is not None:
+                return True
+            last = session.scalar(select(func.max(ChangeLog.seq)))
+            return last is not None and last - seq >= CURSOR_SLACK
 
     def _publish_due(self) -> int:
         assert self.publisher is not None
@@ -151,13 +199,31 @@ class JobRunner:
         if cursor is None:
             cursor = ConsumerCursor(consumer=consumer.name, seq=0)
             session.add(cursor)
+        kinds = getattr(consumer, "kinds", None)
+        if kinds is None:
+            changes = session.scalars(
+                select(ChangeLog).where(ChangeLog.seq > cursor.seq).order_by(ChangeLog.seq).limit(1000)
+            ).all()
+            for change in changes:
+                for kind, key, payload in consumer(session, change):
+                    enqueue(session, kind, key, payload)
+                cursor.seq = change.seq
+            return
+        # Only the kinds it takes, and the cursor moved past the rest without loading them: one indexed
+        # range read per round instead of a thousand ORM rows, inside the write lock ingest commits wait for.
+        last = session.scalar(select(func.max(ChangeLog.seq)).where(ChangeLog.seq > cursor.seq))
+        if last is None:
+            return
         changes = session.scalars(
-            select(ChangeLog).where(ChangeLog.seq > cursor.seq).order_by(ChangeLog.seq).limit(1000)
+            select(ChangeLog)
+            .where(ChangeLog.seq > cursor.seq, ChangeLog.seq <= last, ChangeLog.kind.in_(list(kinds)))
+            .order_by(ChangeLog.seq)
+            .limit(1000)
         ).all()
         for change in changes:
             for kind, key, payload in consumer(session, change):
                 enqueue(session, kind, key, payload)
-            cursor.seq = change.seq
+        cursor.seq = changes[-1].seq if len(changes) == 1000 else last
 
     def _claim(self) -> Job | None:
         with self.archive.db.write() as session:

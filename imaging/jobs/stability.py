@@ -4,12 +4,19 @@ A study is stable when all of its series are. Both become durable change-log eve
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from imaging.events import ChangeKind
 from imaging.index.schema import ChangeLog, Series, Study, utcnow
+
+
+def quiet_series(quiet_seconds: float, now: dt.datetime | None = None) -> Select[Any]:
+    """Series not stable yet whose last instance came more than `quiet_seconds` ago (candidates)."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=quiet_seconds)
+    return select(Series.series_pk).where(Series.stable.is_(False), Series.last_received_at <= cutoff)
 
 
 def mark_stable(

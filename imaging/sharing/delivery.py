@@ -307,6 +307,7 @@ class SharingConsumer:
     """StudyStable and StudyPriority events of clinical studies → policy evaluation → outbox rows + jobs."""
 
     name = "sharing"
+    kinds = frozenset({ChangeKind.STUDY_STABLE.value, ChangeKind.STUDY_PRIORITY.value})  # all it acts on
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive

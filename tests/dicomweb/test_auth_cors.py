@@ -35,7 +35,9 @@ def test_tokens_and_roles(seeded: Seeded) -> None:
     expired = add_token(seeded.archive, "admin", expires_at=dt.datetime(2000, 1, 1))
     assert get(f"{root}/studies", revoked).status_code == 401
     assert get(f"{root}/studies", expired).status_code == 401
-    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    health = httpx.get(f"{url}/health").json()  # readiness: index and storage here (tests/observability)
+    assert health["status"] == "ok" and health["components"]["index"] == {"ready": True}
+    assert httpx.get(f"{url}/health/live").json() == {"status": "ok"}
     assert get(f"{root}/capabilities", None).status_code == 401
     caps = get(f"{root}/capabilities", seeded.tokens["admin"]).json()
     assert caps["qido"]["maxResults"] == 20 and "stow" in caps

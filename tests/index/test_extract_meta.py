@@ -16,7 +16,7 @@ from imaging.synthetic import SyntheticStudy, ct_slice, synthetic_patient
 from tests.archive_fixtures import bundled_testdata_files, quiet
 
 
-def _outcome(data: bytes) -> Any:
+def _outcome(data: bytes | BytesIO) -> Any:
     try:
         parsed = extract.parse(data)
     except ArchiveError as exc:
@@ -32,11 +32,13 @@ def _outcome(data: bytes) -> Any:
 
 
 def _both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, bool]:
-    """(parse's outcome, dcmread's outcome, whether parse read the meta group itself)."""
-    fast = extract._read_usual(data) is not None
+    """(parse's outcome, dcmread's outcome, whether parse read the meta group itself). Parsing the stream
+    from a file (an upload spooled to disk) must give what parsing its bytes gives."""
+    fast = extract._read_usual(data, len(data), BytesIO(data)) is not None
     ours = _outcome(data)
+    assert _outcome(BytesIO(data)) == ours
     with monkeypatch.context() as m:
-        m.setattr(extract, "_read_usual", lambda _data: None)
+        m.setattr(extract, "_read_usual", lambda *_: None)
         theirs = _outcome(data)
     return ours, theirs, fast
 

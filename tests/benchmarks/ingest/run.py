@@ -1,6 +1,7 @@
 """C-STORE ingest benchmark: this archive vs Orthanc, side by side, same client, same data, same machine.
 
     python tests/benchmarks/ingest/run.py [--count 300] [--repeats 5] [--associations 1 4] [--dimse-processes N]
+                                          [--studies] [--workers]
 
 Generates N synthetic 512x512 16-bit CT instances (imaging.synthetic, synthetic PHI, ~0.5 MB each), then for
 each server and each association count sends all of them with dcmtk's /usr/bin/storescu (one process per
@@ -50,25 +51,34 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     raise RuntimeError("server did not start")
 
 
-def generate(folder: Path, count: int) -> list[Path]:
+def generate(folder: Path, count: int, studies: int = 1) -> list[Path]:
+    """`count` CT slices: one series, or `studies` studies (one patient and one series each) of
+    count/studies slices, the files of study k at positions k, k + studies, ... (send() deals them out
+    round robin: with as many associations as studies, each association sends one whole study)."""
     from imaging.synthetic import SyntheticStudy, ct_slice, synthetic_patient
 
     folder.mkdir(parents=True, exist_ok=True)
-    study = SyntheticStudy(patient=synthetic_patient(42))
-    series_uid = "1.2.826.0.1.3680043.8.498.1." + str(int(time.time()))
+    stamp = int(time.time())
+    series = [
+        (SyntheticStudy(patient=synthetic_patient(42 + k)), f"1.2.826.0.1.3680043.8.498.1.{stamp}.{k + 1}")
+        for k in range(studies)
+    ]
     paths = []
     for i in range(count):
-        ds = ct_slice(study, series_uid, 1, i)
+        study, series_uid = series[i % studies]
+        ds = ct_slice(study, series_uid, 1, i // studies)
         path = folder / f"{i:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
 
-def start_archive(work: Path, port: int, processes: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+def start_archive(
+    work: Path, port: int, processes: int = 0, workers: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
-        "IMAGING_WORKERS": "false",
+        "IMAGING_WORKERS": "true" if workers else "false",
         "IMAGING_MIN_FREE_BYTES": "0",
     }
     if processes:
@@ -141,11 +151,13 @@ def send(port: int, aec: str, files: list[Path], associations: int) -> float:
     return elapsed
 
 
-def run_one(kind: str, files: list[Path], associations: int, processes: int = 0) -> float:
+def run_one(
+    kind: str, files: list[Path], associations: int, processes: int = 0, workers: bool = False
+) -> float:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     port = free_port()
     if kind == "archive":
-        proc, aec = start_archive(work, port, processes)
+        proc, aec = start_archive(work, port, processes, workers)
     else:
         proc, aec = start_orthanc(work, port)
     try:
@@ -174,17 +186,29 @@ def main() -> None:
         default=0,
         help="archive gateway processes (IMAGING_DIMSE_PROCESSES; default: the archive's, one per core)",
     )
+    parser.add_argument(
+        "--studies",
+        action="store_true",
+        help="one study per association (count/associations slices each) instead of one series for all",
+    )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="the archive runs its job runner (stability, change-log consumers), as `imaging serve` does by default",
+    )
     args = parser.parse_args()
     for program in (STORESCU, ORTHANC):
         if not shutil.which(program):
             sys.exit(f"{program} not installed")
     data = Path(tempfile.mkdtemp(prefix="bench-data-"))
     try:
-        files = generate(data, args.count)
+        files = generate(data, args.count, max(args.associations) if args.studies else 1)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         print(
             f"{args.count} instances, {megabytes:.1f} MB, {os.cpu_count()} CPUs, "
-            f"archive with {args.dimse_processes or 'one per core'} gateway process(es)",
+            f"archive with {args.dimse_processes or 'one per core'} gateway process(es)"
+            f"{', its job runner on' if args.workers else ''}"
+            f"{', one study per association' if args.studies else ', one series'}",
             flush=True,
         )
         kinds = [args.only] if args.only else ["archive", "orthanc"]
@@ -194,7 +218,7 @@ def main() -> None:
             times: dict[str, list[float]] = {kind: [] for kind in kinds}
             for _ in range(args.repeats):
                 for kind in kinds:
-                    times[kind].append(run_one(kind, files, associations, args.dimse_processes))
+                    times[kind].append(run_one(kind, files, associations, args.dimse_processes, args.workers))
             for kind in kinds:
                 t = statistics.median(times[kind])
                 print(
