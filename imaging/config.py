@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     audit_syslog_client_keyfile: Path | None = None
     audit_source_id: str = "imaging-archive"  # AuditSourceIdentification/@AuditSourceID
 
+    # --- Issue 17, the web interface at /ui ----------------------------------------------------------------
+    # How often an open worklist asks whether anything changed (a 204 costs three indexed lookups).
+    ui_poll_seconds: float = Field(default=5.0, ge=1.0, le=300.0)
+
     @field_validator("ae_title")
     @classmethod
     def _valid_ae(cls, v: str) -> str:

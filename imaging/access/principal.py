@@ -51,6 +51,7 @@ class Permission(StrEnum):
     DELETE = "delete"  # delete studies, series and instances (DICOMweb DELETE, REST, CLI)
     RETENTION = "retention"  # retention rules, their previews and runs; pending deletions
     MANAGE_TOKENS = "tokens.manage"  # create, list and revoke API tokens
+    OPERATIONS = "operations"  # storage and index statistics, the health of every component (operator pages)
 
 
 # Permissions checked against a partition: the principal must be allowed in that partition too.
