@@ -37,7 +37,7 @@ SESSION_MAX_SECONDS = 12 * 3600
 
 FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Sign in — Imaging archive</title>
-<link rel="stylesheet" href="/ui/static/ui.css"></head>
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/ui/static/ui.css"></head>
 <body><header class="site"><span class="name">Imaging archive</span></header>
 <main id="main" class="narrow"><h1>Sign in to the imaging archive</h1>{message}
 <form method="post" action="{action}">

@@ -28,7 +28,7 @@ def _svg(title: str, description: str, width: int, height: int, body: list[str],
 
 
 def columns(
-    bars: Sequence[Bar], *, title: str, ident: str, every: int = 1, width: int = 720, height: int = 220
+    bars: Sequence[Bar], *, title: str, ident: str, every: int = 1, width: int = 480, height: int = 200
 ) -> Markup:
     """Vertical bars in order (e.g. one per day); every `every`-th label is written under its bar."""
     left, bottom, top = 8, 28, 10
@@ -56,9 +56,9 @@ def columns(
     return _svg(title, description, width, height, body, ident)
 
 
-def rows(bars: Sequence[Bar], *, title: str, ident: str, width: int = 720, row: int = 28) -> Markup:
+def rows(bars: Sequence[Bar], *, title: str, ident: str, width: int = 480, row: int = 30) -> Markup:
     """Horizontal bars, one per category (e.g. per partition), labelled at the left, value at the end."""
-    label_w, value_w, pad = 150, 110, 6
+    label_w, value_w, pad = 110, 80, 6
     height = max(len(bars), 1) * row + 2 * pad
     peak = max((b.value for b in bars), default=0.0)
     span = width - label_w - value_w

@@ -173,7 +173,7 @@ def edit_peer(request: Request, name: str, caller: Admin, form: Annotated[PeerFo
 
 @router.post("/peers/{name}/test", summary="Test a peer's connection")
 def test_peer(request: Request, name: str, caller: Admin) -> Response:
-    result = peers.test_peer(caller.archive, name)
+    result = peers.echo_peer(caller.archive, name)
     if is_htmx(request):
         return render(request, caller, "_peer_test.html", result=result)
     return _peers_page(request, caller, tested=result)

@@ -6,7 +6,7 @@
 * `verify(study_uid, sop_uids)` asks the peer which of those instances it holds (QIDO-RS, C-FIND, Orthanc
   /tools/find): delivery is confirmed by looking, not by trusting the send's answer.
 * `echo()` tests the connection: reachable, and accepting our credentials — QIDO-RS for DICOMweb, C-ECHO
-  for DIMSE, GET /system for Orthanc — and returns what the peer said (`test_peer` times it).
+  for DIMSE, GET /system for Orthanc — and returns what the peer said (`echo_peer` times it).
 * `delete(study_uid, instances)` asks the peer to delete instances it received ((series, SOP instance) UIDs
   as the peer holds them), for an erasure: DICOMweb DELETE (dcm4chee-style, as our own archive serves it),
   Orthanc REST DELETE, and for DIMSE — which has no delete — an IOCM rejection note sent by C-STORE, titled
@@ -543,7 +543,7 @@ def peer_info(peer: Peer) -> dict[str, Any]:
     return info
 
 
-def test_peer(archive: Archive, name: str) -> dict[str, Any]:
+def echo_peer(archive: Archive, name: str) -> dict[str, Any]:
     """Test a peer's connection (`echo`): {"ok", "detail", "seconds"}; a refusal or an unreachable peer is
     an answer here, not an error (its message names no patient and no secret)."""
     with archive.db.read() as session:

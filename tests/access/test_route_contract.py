@@ -51,6 +51,7 @@ def _fill(path: str, seeded: Seeded, share: str, method: str = "GET") -> str:
         "link_id": "999999",
         "token_id": "999999",
         "request_id": "999999",
+        "export_id": "999999",
         "path": "index.html",
     }
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], path)

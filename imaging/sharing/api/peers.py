@@ -56,7 +56,7 @@ def put_peer(name: str, body: PeerIn, caller: Admin) -> dict[str, Any]:
 
 @router.post("/{name}/echo", summary="Test the connection (QIDO-RS, C-ECHO or Orthanc /system)")
 def echo_peer(name: str, caller: Admin) -> dict[str, Any]:
-    return peers.test_peer(caller.archive, name)
+    return peers.echo_peer(caller.archive, name)
 
 
 @router.delete("/{name}", status_code=204, summary="Remove a peer site")
