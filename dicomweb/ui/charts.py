@@ -44,8 +44,10 @@ def columns(
             f'height="{h:.1f}"><title>{escape(bar.label)}: {escape(bar.text)}</title></rect>'
         )
         if k % every == 0 or k == len(bars) - 1:
+            last = k == len(bars) - 1  # the last label ends at its bar: never cut at the right edge
+            anchor, at = ("end", x + slot * 0.76) if last else ("middle", x + slot * 0.38)
             body.append(
-                f'<text x="{x + slot * 0.38:.1f}" y="{height - 10}" text-anchor="middle">{escape(bar.label)}</text>'
+                f'<text x="{at:.1f}" y="{height - 10}" text-anchor="{anchor}">{escape(bar.label)}</text>'
             )
     top_bar = max(bars, key=lambda b: b.value, default=None)
     description = (

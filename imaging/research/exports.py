@@ -5,7 +5,7 @@ as each object is handed to the client the row's counters move — objects, byte
 twice a second, and once more at the end: `complete` when the last byte went out, `interrupted` when the
 client went away (or the stream failed), with the last complete series recorded so a new download resumes
 after it (`start_after`). A row still `streaming` that has not moved for STALLED_SECONDS is shown as
-stalled. A page can therefore show a progress bar for a download the browser itself saves, and the
+stalled (and a prepared one nobody started, as not started). A page can therefore show a progress bar for a download the browser itself saves, and the
 researcher sees their past exports and where each stopped.
 
 An export may be prepared first (`prepare_export`, status `ready`): the web page creates it, then has the
@@ -203,14 +203,19 @@ def export_info(row: CohortExport) -> dict[str, Any]:
     def when(value: dt.datetime | None) -> str | None:
         return value.isoformat() + "Z" if value is not None else None
 
-    stalled = (
-        row.status == ExportStatus.STREAMING and (utcnow() - row.updated_at).total_seconds() > STALLED_SECONDS
-    )
+    # A stream that stopped moving without a word (the server itself went away), or a prepared export
+    # nobody started: shown as such, so a page stops waiting for them.
+    idle = (utcnow() - row.updated_at).total_seconds() > STALLED_SECONDS
+    status = row.status
+    if idle and status == ExportStatus.STREAMING:
+        status = "stalled"
+    elif idle and status == ExportStatus.READY:
+        status = "not started"
     return {
         "id": row.export_pk,
         "project": row.project,
         "cohort": row.cohort,
-        "status": "stalled" if stalled else row.status,
+        "status": status,
         "start_after": row.start_after,
         "series": [row.series_done, row.series_total],
         "objects": [row.objects_done, row.objects_total],

@@ -5,18 +5,22 @@ own user, and the Export records of the audit trail a researcher sees (their own
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from imaging.archive import Archive
 from imaging.errors import Conflict, InvalidRequest, NotFound
+from imaging.orm import utcnow
 from imaging.research import exports
 from imaging.research.cohorts import manifest, preview, save_cohort
 from imaging.research.exports import (
+    CohortExport,
     begin_export,
     export_audit_trail,
     export_info,
@@ -149,3 +153,17 @@ def test_prepared_exports_start_once_for_their_own_user(
     assert begin_export(archive, PROJECT, "all", user="token:7:researcher", export_pk=prepared)[0] == prepared
     with pytest.raises(Conflict):
         begin_export(archive, PROJECT, "all", user="token:7:researcher", export_pk=prepared)
+    # Rows that stopped moving (the server went away mid-stream; a page never started its download).
+    forgotten = prepare_export(archive, PROJECT, "all", user="token:7:researcher")
+    long_ago = utcnow() - dt.timedelta(seconds=exports.STALLED_SECONDS + 1)
+    with archive.db.write() as session:
+        session.execute(update(CohortExport).values(updated_at=long_ago))
+    with archive.db.read() as session:
+        assert (
+            export_info(get_export(session, prepared, project=PROJECT, user="token:7:researcher"))["status"]
+            == "stalled"
+        )
+        assert (
+            export_info(get_export(session, forgotten, project=PROJECT, user="token:7:researcher"))["status"]
+            == "not started"
+        )
