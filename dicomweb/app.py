@@ -4,8 +4,8 @@ Service roots: `/dicomweb` (the clinical partition), `/projects/{project}/dicomw
 partition; the project name is the partition name) and `/shares/{token}/dicomweb` (a share link: read-only,
 its studies only). Beside them the REST resources of the archive (consent, audit) and of every feature, as
 the composition root (imaging.app) declares them; `/health`, `/health/live` and `/metrics` (no token),
-`/viewer` (OHIF, when fetched), `/login` (browser login: OpenID Connect code flow with PKCE, or an API token
-in a form), `/docs` and `/openapi.json`.
+`/viewer` (OHIF, when fetched), `/ui` (the web interface, dicomweb.ui), `/login` (browser login: OpenID
+Connect code flow with PKCE, or an API token in a form), `/docs` and `/openapi.json`.
 
 Every domain error (imaging.errors.ArchiveError) becomes its HTTP status here, in one handler.
 """
@@ -19,13 +19,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb import login, viewer
+from dicomweb import login, ui, viewer
 from dicomweb.auditing import AuditMiddleware
 from dicomweb.routes import audit, capabilities, consent, health, qido, rendered, stow, tokens, wado
+from dicomweb.ui import errors as ui_errors
+from dicomweb.ui import render as ui_render
 from imaging import app as composition
 from imaging.access.oidc import OpenIDProvider
 from imaging.archive import Archive
@@ -70,9 +72,12 @@ class SecurityHeaders:
         await self.app(scope, receive, wrapped)
 
 
-async def archive_error(request: Request, exc: Exception) -> JSONResponse:
-    """The one place a domain error becomes an HTTP answer (its message never holds PHI)."""
+async def archive_error(request: Request, exc: Exception) -> Response:
+    """The one place a domain error becomes an HTTP answer (its message never holds PHI); the web pages
+    get it as HTML when the browser asks for HTML (dicomweb.ui.errors)."""
     assert isinstance(exc, ArchiveError)
+    if _ui_page(request):
+        return ui_errors.html_error(request, exc.http_status, str(exc) or type(exc).__name__)
     headers = dict(getattr(exc, "headers", {}))
     if exc.http_status == 401:
         headers.update(BEARER_CHALLENGE)
@@ -81,7 +86,11 @@ async def archive_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+async def invalid_request(request: Request, exc: Exception) -> Response:
+    if _ui_page(request):
+        return ui_errors.html_error(
+            request, 400, "Some of what was sent is not valid; check the form and try again."
+        )
     return JSONResponse({"detail": "invalid request parameters"}, status_code=400)
 
 
@@ -136,6 +145,10 @@ def route_template(scope: Scope) -> str:
     return prefix + template
 
 
+def _ui_page(request: Request) -> bool:
+    return request.url.path.startswith(ui_render.BASE + "/") and ui_errors.wants_html(request)
+
+
 def create_app(archive: Archive, readiness: Readiness | None = None) -> FastAPI:
     """`readiness`: the components to report at /health (imaging serve adds the DICOM listener, the
     workers and the broker); by default the index, the storage and what live workers report."""
@@ -186,6 +199,7 @@ def create_app(archive: Archive, readiness: Readiness | None = None) -> FastAPI:
     for router in composition.routers():
         app.include_router(router)
     app.include_router(viewer.router(settings))
+    app.include_router(ui.router())
 
     app.add_middleware(
         CORSMiddleware,

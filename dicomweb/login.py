@@ -35,14 +35,17 @@ LOGOUT = "/logout"
 DEFAULT_NEXT = "/viewer/"
 SESSION_MAX_SECONDS = 12 * 3600
 
-FORM = """<!doctype html><html><head><meta charset="utf-8"><title>Sign in</title></head>
-<body style="font-family: sans-serif; max-width: 32em; margin: 3em auto">
-<h1>Sign in to the imaging archive</h1>{message}
+FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Sign in — Imaging archive</title>
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/ui/static/ui.css"></head>
+<body><header class="site"><span class="name">Imaging archive</span></header>
+<main id="main" class="narrow"><h1>Sign in to the imaging archive</h1>{message}
 <form method="post" action="{action}">
 <input type="hidden" name="next" value="{next}">
-<p><label>API token<br><input type="password" name="token" autocomplete="off" size="48" required></label></p>
+<p><label for="token">API token</label>
+<input type="password" id="token" name="token" autocomplete="off" size="48" required></p>
 <p><button type="submit">Sign in</button></p></form>
-<p>An administrator creates tokens with <code>imaging token create</code>.</p></body></html>"""
+<p>An administrator creates tokens with <code>imaging token create</code>.</p></main></body></html>"""
 
 
 def safe_next(value: str | None) -> str:
@@ -78,7 +81,7 @@ def _audit_login(request: Request, principal: Principal | None, outcome: audit.O
 
 
 def _form(next_path: str, message: str = "", status: int = 200) -> HTMLResponse:
-    note = f'<p style="color: #a00">{html.escape(message)}</p>' if message else ""
+    note = f'<p class="message error" role="alert">{html.escape(message)}</p>' if message else ""
     return HTMLResponse(
         FORM.format(message=note, action=LOGIN, next=html.escape(next_path, quote=True)),
         status_code=status,

@@ -102,10 +102,16 @@ def allowed(entry: Entry, credential: str) -> bool:
         return False
     scoped = entry.permission in PARTITION_SCOPED and not _body_scoped(entry)
     if scoped and role is Role.CLINICIAN:
-        return not entry.path.startswith("/projects/{project}")
+        return not _project_scoped(entry)
     if scoped and role is Role.RESEARCHER:
-        return entry.path.startswith("/projects/{project}")
+        return _project_scoped(entry)
     return True
+
+
+def _project_scoped(entry: Entry) -> bool:
+    """Routes whose URL names a research project (a `{project}` path parameter, as
+    imaging.access.http.url_partition reads it): `/projects/{project}/...`, `/ui/projects/{project}/...`."""
+    return "/{project}" in entry.path
 
 
 def _body_scoped(entry: Entry) -> bool:

@@ -260,6 +260,10 @@ class Settings(BaseSettings):
     # Readiness: a worker is alive while its heartbeat (every few seconds, in the index) is younger than this.
     worker_heartbeat_seconds: float = Field(default=30.0, gt=0)
 
+    # --- Issue 17, the web interface at /ui ----------------------------------------------------------------
+    # How often an open worklist asks whether anything changed (a 204 costs three indexed lookups).
+    ui_poll_seconds: float = Field(default=5.0, ge=1.0, le=300.0)
+
     @field_validator("ae_title")
     @classmethod
     def _valid_ae(cls, v: str) -> str:

@@ -54,6 +54,7 @@ class Permission(StrEnum):
     FEDERATED_QUERY = "federation.query"  # ask this site and its peers how many studies match (counts)
     FEDERATION_REQUEST = "federation.request"  # send and follow access requests for a project
     MANAGE_FEDERATION = "federation.manage"  # peer sites, discovery switches, approve/reject requests
+    OPERATIONS = "operations"  # storage and index statistics, the health of every component (operator pages)
 
 
 # Permissions checked against a partition: the principal must be allowed in that partition too.

@@ -154,11 +154,15 @@ def query(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     after_pk: int = 0,
+    before_pk: int = 0,
+    newest_first: bool = False,
     limit: int = 1000,
 ) -> list[AuditRecord]:
-    """Records in order of creation; every filter is exact (times: UTC, `since` inclusive, `until`
-    exclusive); page with `after_pk` = the last `audit_pk` seen."""
-    stmt = select(AuditRecord).order_by(AuditRecord.audit_pk)
+    """Records in order of creation (newest first with `newest_first`); every filter is exact (times:
+    UTC, `since` inclusive, `until` exclusive); page with `after_pk` = the last `audit_pk` seen (or, newest
+    first, `before_pk`)."""
+    order = AuditRecord.audit_pk.desc() if newest_first else AuditRecord.audit_pk
+    stmt = select(AuditRecord).order_by(order)
     if event is not None:
         stmt = stmt.where(AuditRecord.event_id == AuditEvent(event).value)
     if study_uid:
@@ -177,6 +181,8 @@ def query(
         stmt = stmt.where(AuditRecord.created_at < until)
     if after_pk:
         stmt = stmt.where(AuditRecord.audit_pk > after_pk)
+    if before_pk:
+        stmt = stmt.where(AuditRecord.audit_pk < before_pk)
     return list(session.scalars(stmt.limit(limit)))
 
 

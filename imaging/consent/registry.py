@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from imaging import audit
@@ -193,3 +193,15 @@ def import_csv(session: Session, path: Path, *, user: str = "system") -> int:
             issuer = row[1].strip() if len(row) > 1 else ""
             added += opt_out(session, row[0].strip(), issuer, source=f"csv:{path.name}", user=user)
     return added
+
+
+def opt_out_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ConsentOptOut)) or 0)
+
+
+def recent_erasures(session: Session, limit: int = 20) -> list[dict[str, object]]:
+    """The newest erasure requests with their status and steps (by number: no patient identifier)."""
+    newest = session.scalars(
+        select(ErasureRequest.request_pk).order_by(ErasureRequest.request_pk.desc()).limit(limit)
+    ).all()
+    return [erasure_status(session, pk) for pk in newest]

@@ -9,21 +9,22 @@ import hashlib
 import json
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import JSON, Integer, String, UniqueConstraint, select
+from sqlalchemy import JSON, ColumnElement, Integer, String, UniqueConstraint, distinct, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from imaging import audit
 from imaging.archive import Archive
 from imaging.errors import InvalidRequest, NotFound
-from imaging.index.matching import conditions
+from imaging.index.matching import InvalidMatchKey, conditions
 from imaging.index.schema import Instance, Series, Study
 from imaging.ingest.partitions import get_project
 from imaging.orm import Base, utcnow
+from imaging.priority import VALUES as PRIORITY_VALUES
 from imaging.priority import parse_priorities, rank
 
 # The keys a cohort may filter on; values use DICOM matching (wildcards, ranges, lists).
@@ -76,16 +77,28 @@ class Manifest:
         return json.dumps(asdict(self) | {"size": self.size}, indent=1)
 
 
-def save_cohort(
-    archive: Archive, project: str, name: str, filters: dict[str, str], min_priority: str = ""
-) -> Cohort:
+def checked_filters(filters: dict[str, str], min_priority: str = "") -> tuple[dict[str, str], str]:
+    """The filters without empty (universal) values, and the priority floor in its canonical spelling;
+    InvalidRequest for an unknown key or a malformed value (a bad date range...)."""
     unknown = set(filters) - set(FILTER_KEYS)
     if unknown:
         raise InvalidRequest(f"unsupported cohort filter: {', '.join(sorted(unknown))}")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
-        raise InvalidRequest("invalid cohort name")
+    kept = {k: v for k, v in filters.items() if v.strip(" ") not in ("", "*")}
+    try:
+        conditions(kept)
+    except InvalidMatchKey as exc:
+        raise InvalidRequest(str(exc)) from None
     if min_priority:
         min_priority = parse_priorities([min_priority])[0].value
+    return kept, min_priority
+
+
+def save_cohort(
+    archive: Archive, project: str, name: str, filters: dict[str, str], min_priority: str = ""
+) -> Cohort:
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
+        raise InvalidRequest("invalid cohort name")
+    filters, min_priority = checked_filters(filters, min_priority)
     with archive.db.write() as session:
         get_project(session, project)
         cohort = session.scalar(select(Cohort).where(Cohort.project == project, Cohort.name == name))
@@ -122,25 +135,75 @@ def get_cohort(session: Session, project: str, name: str) -> Cohort:
     return cohort
 
 
+def _matching(project: str, filters: dict[str, str], min_priority: str) -> list[ColumnElement[bool]]:
+    """The series of the project that a cohort's filters select."""
+    clauses = [Study.partition == project, conditions(filters)]
+    if min_priority:
+        # Priority lives on the de-identified study too (copied at publication) — filter on it there.
+        floor = rank(min_priority)
+        clauses.append(Study.priority.in_([p for p in PRIORITY_VALUES if rank(p) >= floor]))
+    return clauses
+
+
+@dataclass
+class CohortPreview:
+    """What a cohort would hold, before it is saved: counts, and a few series to show."""
+
+    studies: int
+    series: int
+    instances: int
+    size: int
+    sample: list[ManifestSeries]
+
+
+def preview(
+    session: Session, project: str, filters: dict[str, str], min_priority: str = "", *, sample: int = 6
+) -> CohortPreview:
+    """Counts of what the filters select in the project (the researcher's count as they type)."""
+    filters, min_priority = checked_filters(filters, min_priority)
+    where = _matching(project, filters, min_priority)
+    chosen = (
+        select(Series.series_pk, Series.study_pk).join(Study, Study.study_pk == Series.study_pk).where(*where)
+    )
+    picked = chosen.subquery()
+    studies, series = session.execute(
+        select(func.count(distinct(picked.c.study_pk)), func.count()).select_from(picked)
+    ).one()
+    instances, size = session.execute(
+        select(func.count(Instance.instance_pk), func.sum(Instance.size)).where(
+            Instance.series_pk.in_(select(picked.c.series_pk))
+        )
+    ).one()
+    shown = [
+        ManifestSeries(
+            st.StudyInstanceUID,
+            se.SeriesInstanceUID,
+            se.Modality,
+            se.SeriesDescription,
+            count=se.NumberOfSeriesRelatedInstances,
+        )
+        for se, st in session.execute(
+            select(Series, Study)
+            .join(Study, Study.study_pk == Series.study_pk)
+            .where(*where)
+            .order_by(Study.StudyInstanceUID, Series.SeriesInstanceUID)
+            .limit(sample)
+        )
+    ]
+    return CohortPreview(int(studies), int(series), int(instances), int(size or 0), shown)
+
+
 def manifest(archive: Archive, project: str, name: str) -> Manifest:
     with archive.db.read() as session:
         cohort = get_cohort(session, project, name)
         stmt = (
             select(Series, Study)
             .join(Study, Study.study_pk == Series.study_pk)
-            .where(Study.partition == project, conditions(dict(cohort.filters)))
+            .where(*_matching(project, dict(cohort.filters), cohort.min_priority))
             .order_by(Study.StudyInstanceUID, Series.SeriesInstanceUID)
         )
-        rows = session.execute(stmt).all()
-        allowed: set[str] | None = None
-        if cohort.min_priority:
-            # Priority lives on the de-identified study too (copied at publication) — filter on it there.
-            floor = rank(cohort.min_priority)
-            allowed = {st.StudyInstanceUID for _, st in rows if st.priority and rank(st.priority) >= floor}
         series_list = []
-        for series, study in rows:
-            if allowed is not None and study.StudyInstanceUID not in allowed:
-                continue
+        for series, study in session.execute(stmt).all():
             entry = ManifestSeries(
                 study.StudyInstanceUID, series.SeriesInstanceUID, series.Modality, series.SeriesDescription
             )
@@ -184,9 +247,15 @@ class _Sink:
         return data
 
 
-def stream_zip(archive: Archive, m: Manifest, *, start_after: str = "") -> Iterator[bytes]:
+Progress = Callable[[ManifestSeries, ManifestObject | None], None]
+
+
+def stream_zip(
+    archive: Archive, m: Manifest, *, start_after: str = "", progress: Progress | None = None
+) -> Iterator[bytes]:
     """The cohort as a zip streamed in chunks: `manifest.json`, then `<study>/<series>/<sop>.dcm`.
-    `start_after` (a SeriesInstanceUID) resumes after the series a client already holds."""
+    `start_after` (a SeriesInstanceUID) resumes after the series a client already holds. `progress` is
+    called once each object's bytes have been handed on, and with None once a whole series has."""
     sink = _Sink()
     skipping = bool(start_after)
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[call-overload]
@@ -204,6 +273,10 @@ def stream_zip(archive: Archive, m: Manifest, *, start_after: str = "") -> Itera
                         dst.write(chunk)
                         yield sink.take()
                 yield sink.take()
+                if progress is not None:
+                    progress(series, obj)
+            if progress is not None:
+                progress(series, None)
     yield sink.take()
 
 

@@ -5,6 +5,8 @@
   answer counts as success).
 * `verify(study_uid, sop_uids)` asks the peer which of those instances it holds (QIDO-RS, C-FIND, Orthanc
   /tools/find): delivery is confirmed by looking, not by trusting the send's answer.
+* `echo()` tests the connection: reachable, and accepting our credentials — QIDO-RS for DICOMweb, C-ECHO
+  for DIMSE, GET /system for Orthanc — and returns what the peer said (`echo_peer` times it).
 * `delete(study_uid, instances)` asks the peer to delete instances it received ((series, SOP instance) UIDs
   as the peer holds them), for an erasure: DICOMweb DELETE (dcm4chee-style, as our own archive serves it),
   Orthanc REST DELETE, and for DIMSE — which has no delete — an IOCM rejection note sent by C-STORE, titled
@@ -28,6 +30,7 @@ import os
 import re
 import secrets
 import ssl
+import time
 from collections.abc import Collection
 from io import BytesIO
 from pathlib import Path
@@ -40,7 +43,7 @@ from orthanc_api_client import exceptions as oe
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,6 +82,8 @@ class PeerClient(Protocol):
     def verify(self, study_uid: str, sop_uids: Collection[str]) -> set[str]: ...
 
     def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None: ...
+
+    def echo(self) -> str: ...
 
     def close(self) -> None: ...
 
@@ -185,6 +190,14 @@ class DicomwebPeer:
             offset += len(items)
         return present & set(sop_uids)
 
+    def echo(self) -> str:
+        response = self._request(
+            "GET", "/studies", params={"limit": 1}, headers={"Accept": "application/dicom+json"}
+        )
+        if response.status_code not in (200, 204):
+            raise PeerRejected(f"{self.name}: QIDO-RS HTTP {response.status_code}")
+        return f"QIDO-RS HTTP {response.status_code}"
+
     def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None:
         for series_uid, sop_uid in sorted(instances):
             url = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
@@ -272,6 +285,18 @@ class DimsePeer:
 
     def verify(self, study_uid: str, sop_uids: Collection[str]) -> set[str]:
         return {str(ds.SOPInstanceUID) for ds in self._instances(study_uid)} & set(sop_uids)
+
+    def echo(self) -> str:
+        assoc = self._associate([(Verification, list(UNCOMPRESSED))])
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        code = int(status.Status) if status and "Status" in status else -1
+        if code != 0x0000:
+            raise PeerRejected(f"{self.name}: C-ECHO status 0x{code & 0xFFFF:04X}")
+        return f"C-ECHO status 0x0000 from {self.called}"
 
     def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None:
         wanted = {sop for _, sop in instances}
@@ -377,6 +402,11 @@ class OrthancPeer:
         )
         present = {str(item.get("MainDicomTags", {}).get("SOPInstanceUID", "")) for item in response.json()}
         return present & set(sop_uids)
+
+    def echo(self) -> str:
+        response = self._call(self.client.get, "system")
+        version = response.json().get("Version", "") if response.content else ""
+        return f"Orthanc {version}".strip()
 
     def delete(self, study_uid: str, instances: Collection[tuple[str, str]]) -> None:
         wanted = {sop for _, sop in instances}
@@ -511,6 +541,22 @@ def peer_info(peer: Peer) -> dict[str, Any]:
     info: dict[str, Any] = {"name": peer.name, "kind": peer.kind}
     info.update({key: getattr(peer, key) for key in PEER_FIELDS})
     return info
+
+
+def echo_peer(archive: Archive, name: str) -> dict[str, Any]:
+    """Test a peer's connection (`echo`): {"ok", "detail", "seconds"}; a refusal or an unreachable peer is
+    an answer here, not an error (its message names no patient and no secret)."""
+    with archive.db.read() as session:
+        peer = get_peer(session, name)
+    started = time.monotonic()
+    client = client_for(archive, peer)
+    try:
+        detail, ok = client.echo(), True
+    except PeerError as exc:
+        detail, ok = str(exc), False
+    finally:
+        client.close()
+    return {"peer": name, "ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 3)}
 
 
 def client_for(archive: Archive, peer: Peer) -> PeerClient:

@@ -54,6 +54,7 @@ def _fill(path: str, seeded: Seeded, share: str, method: str = "GET") -> str:
         "request_uid": "00000000-0000-4000-8000-000000000000",
         "request_pk": "999999",
         "uid": "00000000-0000-4000-8000-000000000000",
+        "export_id": "999999",
         "path": "index.html",
     }
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], path)

@@ -2,4 +2,4 @@
 
 from imaging.research.api import cohorts, projects
 
-routers = (projects.router, cohorts.router)
+routers = (projects.router, cohorts.router, cohorts.project_router)

@@ -54,6 +54,11 @@ def put_peer(name: str, body: PeerIn, caller: Admin) -> dict[str, Any]:
     return peers.peer_info(peer)
 
 
+@router.post("/{name}/echo", summary="Test the connection (QIDO-RS, C-ECHO or Orthanc /system)")
+def echo_peer(name: str, caller: Admin) -> dict[str, Any]:
+    return peers.echo_peer(caller.archive, name)
+
+
 @router.delete("/{name}", status_code=204, summary="Remove a peer site")
 def delete_peer(name: str, caller: Admin) -> None:
     peers.remove_peer(caller.archive, name, user=caller.user)
