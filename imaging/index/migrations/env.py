@@ -1,6 +1,6 @@
 """Alembic environment: the engine is handed in by imaging.index.db.Database.migrate.
 
-Upgrades need no models. Autogeneration (`imaging schema regenerate`) compares against Base.metadata, which
+Upgrades need no models. Autogeneration (`imaging schema revision`, `check`) compares against Base.metadata, which
 holds every table once the composition root (imaging.app) has been imported."""
 
 from alembic import context
