@@ -47,17 +47,25 @@ def is_due(settings: Settings, now: dt.datetime | None = None) -> Any:
     return check
 
 
-def schedule(session: Session, kind: str, key: str, payload: dict[str, Any], at: dt.datetime) -> None:
-    """A job that runs at `at` (unless one with this key is pending already)."""
+def schedule(
+    session: Session, kind: str, key: str, payload: dict[str, Any], at: dt.datetime, *, rearm: bool = False
+) -> None:
+    """A job that runs at `at` (unless one with this key is pending already).
+
+    `rearm`: a finished job under the same key runs again; a purge asked for twice within one second (the
+    key's resolution) must still see the rows the second request was made for.
+    """
     enqueue(session, kind, key, payload)
     job = session.scalar(select(Job).where(Job.kind == kind, Job.key == key))
+    if job is not None and rearm and job.status in ("done", "failed"):
+        job.status, job.attempts = "pending", 0
     if job is not None and job.status == "pending":
         job.next_attempt_at = max(at, utcnow())
 
 
 def schedule_purge(session: Session, at: dt.datetime | None = None) -> None:
     moment = at or utcnow()
-    schedule(session, PURGE, f"purge@{moment.replace(microsecond=0).isoformat()}", {}, moment)
+    schedule(session, PURGE, f"purge@{moment.replace(microsecond=0).isoformat()}", {}, moment, rearm=True)
 
 
 def run_purge(archive: Archive, payload: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Orthanc, where it arrives de-identified. Readiness reports every component, metr
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -29,8 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imaging.synthetic import SyntheticStudy, synthetic_patient
 from tests.archive_fixtures import PG_ADMIN_URL, _pg_connect, free_port, require_program
-from tests.deploy.compose import interpolate, load_compose, our_services
-from tests.deploy.test_compose import SAMPLE, service_env
+from tests.deploy.compose import load_compose, our_services
+from tests.deploy.test_compose import service_env
 from tests.infra.s3_server import CephS3Server, s3_server
 from tests.sharing.conftest import ORTHANC_PASSWORD, ORTHANC_USER, OrthancServer
 from tests.triage.conftest import COUNT, PIXEL, ROWS, THICKNESS, planted_phantom
@@ -47,7 +48,7 @@ pytestmark = [
 ]
 AMQP = os.environ.get("IMAGING_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 BACKING = {"postgres", "rabbitmq", "objectstore", "orthanc-peer"}  # run here as local servers
-CALLING_AE = "PACS"  # the allowed calling AE title (SAMPLE's ALLOWED_CALLING_AETS)
+CALLING_AE = "STORESCU"  # the calling AE that compose admits (IMAGING_CALLING_AES)
 
 
 class Topology:
@@ -81,6 +82,9 @@ class Topology:
         if "IMAGING_METRICS_PORT" in env:
             env["IMAGING_METRICS_PORT"] = str(self.port(f"{name}-metrics"))
         if name == "archive":
+            # Compose admits its calling AEs from the Docker network; here they connect over loopback.
+            admitted = json.loads(env["IMAGING_CALLING_AES"])
+            env["IMAGING_CALLING_AES"] = json.dumps([{**ae, "hosts": ["127.0.0.1"]} for ae in admitted])
             env["IMAGING_DICOM_PORT"] = str(self.port("dicom"))
             env["IMAGING_HTTP_PORT"] = str(self.port("http"))
             env["IMAGING_DICOM_HOST"] = env["IMAGING_HTTP_HOST"] = "127.0.0.1"
@@ -187,7 +191,8 @@ def test_compose_topology_end_to_end(
         "IMAGING_WORKER_HEARTBEAT_SECONDS": "15",
         "IMAGING_MIN_FREE_BYTES": "0",
     }
-    assert interpolate(compose["services"]["archive"]["environment"]["IMAGING_ALLOWED_CALLING_AETS"], SAMPLE)
+    admitted = json.loads(compose["services"]["archive"]["environment"]["IMAGING_CALLING_AES"])
+    assert [ae["ae_title"] for ae in admitted] == [CALLING_AE]
     topology = Topology(tmp_path, local)
     try:
         migrate = topology.start("migrate")

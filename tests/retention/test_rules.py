@@ -16,7 +16,7 @@ from imaging.errors import InvalidRequest
 from imaging.index.schema import Instance, Job, Series, Study, utcnow
 from imaging.maintenance import fsck
 from imaging.retention import rules
-from imaging.retention.schedule import APPLY
+from imaging.retention.schedule import APPLY, PURGE, schedule_purge
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
 from tests.archive_fixtures import DB_BACKENDS
 from tests.retention.conftest import Site, instance_count
@@ -144,3 +144,20 @@ def test_cli_rules(site: Site) -> None:
     assert instance_count(site.archive) == 0
     assert run(cli_app, ["retention", "rule", "remove", "mr", "--data-dir", data_dir]).exit_code == 0
     assert run(cli_app, ["retention", "preview", "mr", "--data-dir", data_dir]).exit_code == 1
+
+
+def test_a_purge_asked_again_within_the_same_second_runs_again(site: Site) -> None:
+    """The purge job's key has one-second resolution; a second request must not be swallowed by the first."""
+    moment = utcnow().replace(microsecond=0)
+    site.archive.db.transaction(lambda s: schedule_purge(s, moment))
+    site.runner.tick()
+    with site.archive.db.read() as s:
+        job = s.scalars(select(Job).where(Job.kind == PURGE, Job.key == f"purge@{moment.isoformat()}")).one()
+        assert job.status == "done"
+    site.archive.db.transaction(lambda s: schedule_purge(s, moment.replace(microsecond=500_000)))
+    with site.archive.db.read() as s:
+        job = s.scalars(select(Job).where(Job.kind == PURGE, Job.key == f"purge@{moment.isoformat()}")).one()
+        assert job.status == "pending" and job.attempts == 0
+    site.runner.tick()
+    with site.archive.db.read() as s:
+        assert s.scalars(select(Job.status).where(Job.kind == PURGE)).all() == ["done"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,12 @@ def test_storescu_series_of_every_kind_are_triaged_or_refused_with_a_reason(tmp_
             assert priorities[source.StudyInstanceUID] == "HIGH"
             filed = _series_modalities(archive, source.StudyInstanceUID)
             assert set(filed) == {"CT", "SR", "SEG"}
-            sr = dcmread(archive.object_path(filed["SR"][0].object_key))
+            sr = dcmread(BytesIO(archive.store.read(filed["SR"][0].object_key)))
             assert sr.StudyInstanceUID == source.StudyInstanceUID
         sr = dcmread(
-            archive.object_path(_series_modalities(archive, bare[0].StudyInstanceUID)["SR"][0].object_key)
+            BytesIO(
+                archive.store.read(_series_modalities(archive, bare[0].StudyInstanceUID)["SR"][0].object_key)
+            )
         )
         assert sr.PatientBirthDate == "" and sr.StudyID == "" and sr.PatientID == "RI-0001"
     finally:

@@ -88,7 +88,10 @@ def start_site(
 ) -> Site:
     overrides.setdefault("dev_mode", False)
     overrides.setdefault("min_free_bytes", 0)
-    overrides.setdefault("allowed_calling_aets", ["STORESCU"])
+    overrides.setdefault(
+        "calling_aes",
+        [{"ae_title": "STORESCU", "hosts": ["127.0.0.1"], "permissions": ["store", "find", "get", "move"]}],
+    )
     archive = Archive.open(load_settings(None, data_dir=data_dir, **overrides))
     # Full dates and cleaned descriptions kept: the cohort builder has dates and descriptions to filter on.
     create_project(archive, PROJECT, options=list(PROJECT_OPTIONS))
