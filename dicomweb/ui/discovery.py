@@ -103,7 +103,7 @@ def counts(request: Request, project: str, caller: Asker, form: Annotated[CountF
     except InvalidRequest as exc:  # half-filled fields: say what is wrong where the counts would be
         return render(request, caller, "_federated_counts.html", project=project, error=str(exc))
     rows = client.count_everywhere(caller.archive, cohort, user=caller.user)
-    context = {
+    context: dict[str, Any] = {
         "project": project,
         "error": "",
         "sites": [r.as_json() for r in rows],

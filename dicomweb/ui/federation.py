@@ -62,7 +62,7 @@ def _incoming(caller: Caller, status: str) -> list[dict[str, Any]]:
         return [permits.info(session, r) for r in permits.list_requests(session, status or None)]
 
 
-def _choices(caller: Caller) -> dict[str, list[str]]:
+def _choices(caller: Caller) -> dict[str, Any]:
     """What an approval may name: a sharing peer to deliver to, a local project to de-identify with."""
     with caller.archive.db.read() as session:
         return {
