@@ -497,7 +497,7 @@ def test_federated_counts_request_approve_deliver_and_discovery_off_from_the_pag
         form = {"site_id": "site-b", "url": b.server.url, "requests": "true", "ask": "true"}
         switched = admin_a.post("/ui/federation/peers/b", data=form, follow_redirects=False)
         assert switched.status_code == 303
-        assert '<td class="switch-discovery">off</td>' in _row(
+        assert '<strong class="switch-discovery">off</strong>' in _row(
             admin_a.get("/ui/federation").text, "peer", "b"
         )
         refused = researcher.post(f"{base}/counts", data={"Modality": "CT", "BodyPartExamined": "CHEST"})
@@ -533,7 +533,7 @@ def test_peer_sites_added_tested_and_removed_from_the_page(make_site: Callable[.
         assert admin.post("/ui/federation/peers", data=form).status_code == 303
         assert admin.post("/ui/federation/peers", data=form).status_code == 409  # adding never overwrites
         row = _row(admin.get("/ui/federation").text, "peer", "b")
-        assert '<td class="switch-requests">off</td>' in row and "university hospital B" in row
+        assert '<strong class="switch-requests">off</strong>' in row and "university hospital B" in row
         # B does not know A yet: the signed call is refused; once B registers A, it is accepted.
         refused = admin.post("/ui/federation/peers/b/test")
         assert "failed" in refused.text and "HTTP 401" in refused.text
