@@ -8,8 +8,11 @@ audit are the same:
 * radiologist — `worklist`: the triage worklist, live, opening studies in the built-in OHIF viewer;
 * researcher — `research`: projects, the cohort builder with its count as one types and a thumbnail
   strip, saving, exports with a progress bar, manifests, the audit trail of one's own exports;
-* site operator — `operations` (health of each component, statistics with SVG charts), `sharing` (peers,
-  policies, the outbox and its retries), `consent`, `admin` (audit search, API tokens).
+  `discovery`: the cohort counted at every peer site, access requests sent and their status;
+* site operator — `operations` (readiness and health of each component, statistics with SVG charts),
+  `sharing` (peers, policies, the outbox and its retries), `federation` (this site's id and key, peer
+  sites and their switches, access requests received: approve, reject, delivery), `consent`, `admin`
+  (audit search, API tokens).
 
 Signing in is the archive's (`/login`: OpenID Connect where configured, else an API token in a form) and
 the pages use its HttpOnly session cookie; changes come only from this origin (imaging.access.http).
@@ -19,11 +22,11 @@ the application's error answers, `charts` the SVG charts, `health` the component
 
 from fastapi import APIRouter
 
-from dicomweb.ui import admin, consent, home, operations, research, sharing, worklist
+from dicomweb.ui import admin, consent, discovery, federation, home, operations, research, sharing, worklist
 
 
 def router() -> APIRouter:
     r = APIRouter()
-    for module in (home, worklist, research, operations, sharing, consent, admin):
+    for module in (home, worklist, research, discovery, operations, sharing, federation, consent, admin):
         r.include_router(module.router)
     return r

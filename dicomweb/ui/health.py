@@ -5,8 +5,11 @@ failed jobs, failed deliveries) or `down`.
 
 Each check runs on its own and a check that raises is reported down with the exception's class only
 (never its message: no PHI, no credentials from a URL). This reads the same durable state the workers
-write, so it tells the truth about jobs run by other processes too; when per-process readiness (issue 15,
-`/health` per component) is on main, the page should show that as well.
+write, so it tells the truth about jobs run by other processes too.
+
+Beside it, `readiness`: the components as `/health` reports them (imaging.observability.health: index,
+storage, the DICOM listener, live workers, the triage model on its device as the workers report it, the
+broker), each `ok` or `down` with its details.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, text
 
@@ -22,6 +26,7 @@ from dicomweb.ui.render import size
 from imaging.archive import Archive
 from imaging.audit.records import AuditCursor, AuditRecord
 from imaging.index.schema import Job, utcnow
+from imaging.observability.health import Readiness
 from imaging.sharing.models import OutboxRow, OutboxStatus
 
 OVERDUE = dt.timedelta(minutes=5)  # a due job not taken for this long means no worker is taking its kind
@@ -122,3 +127,37 @@ def components(archive: Archive) -> list[Component]:
         elif result is not None:
             found.append(result)
     return found
+
+
+def _detail(key: str, value: Any) -> str:
+    """One readiness detail for people: sizes in bytes, lists joined, a worker's own report inline."""
+    if key == "free_bytes" and isinstance(value, int):
+        return f"{size(value)} free"
+    if key == "workers" and isinstance(value, list):
+        return "; ".join(
+            f"{w.get('worker', '?')}: " + ", ".join(_detail(k, v) for k, v in w.items() if k != "worker")
+            for w in value
+            if isinstance(w, dict)
+        )
+    if isinstance(value, bool):
+        return key if value else f"not {key}"
+    if isinstance(value, list | tuple):
+        return f"{key}: {', '.join(map(str, value)) or 'none'}"
+    if key == "reason":
+        return str(value)
+    return f"{key} {value}"
+
+
+def readiness(check: Readiness | None) -> tuple[bool, list[Component]]:
+    """What `/health` says now (None: this application has no readiness checks), component by component."""
+    if check is None:
+        return False, [Component("readiness", "down", "no readiness checks configured")]
+    ready, found = check.check()
+    return ready, [
+        Component(
+            name,
+            "ok" if state.get("ready") else "down",
+            ", ".join(_detail(k, v) for k, v in state.items() if k != "ready") or "ready",
+        )
+        for name, state in found.items()
+    ]

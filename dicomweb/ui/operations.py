@@ -1,4 +1,5 @@
-"""The site operator's overview: the health of each component (dicomweb.ui.health), and storage and index
+"""The site operator's overview: the readiness of each component as `/health` reports it and the health of
+the durable state (dicomweb.ui.health), and storage and index
 statistics — counts and bytes per partition (imaging.index.stats, as `imaging stats` prints them) and the
 instances received per day — drawn as server-side SVG charts with their numbers beside them."""
 
@@ -9,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from dicomweb.ui import charts
-from dicomweb.ui.health import components
+from dicomweb.ui.health import components, readiness
 from dicomweb.ui.render import render, size
 from imaging.access import Permission
 from imaging.access.http import Caller, Require
@@ -47,10 +48,13 @@ def operations_page(
         title="Bytes per partition",
         ident="per-partition",
     )
+    ready, ready_components = readiness(getattr(request.app.state, "readiness", None))
     return render(
         request,
         caller,
         "operations.html",
+        ready=ready,
+        readiness=ready_components,
         health=components(caller.archive),
         partitions=partitions,
         totals=totals,

@@ -41,6 +41,7 @@ NAV = (
     NavItem(f"{BASE}/projects", "Projects", Permission.PROJECTS),
     NavItem(f"{BASE}/operations", "Operations", Permission.OPERATIONS),
     NavItem(f"{BASE}/sharing/peers", "Peers & policies", Permission.MANAGE_SHARING),
+    NavItem(f"{BASE}/federation", "Federation", Permission.MANAGE_FEDERATION),
     NavItem(f"{BASE}/sharing/outbox", "Outbox", Permission.SHARE),
     NavItem(f"{BASE}/consent", "Consent", Permission.CONSENT),
     NavItem(f"{BASE}/audit", "Audit", Permission.AUDIT),

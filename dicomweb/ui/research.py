@@ -1,7 +1,8 @@
 """The researcher's pages: projects, and in a project its cohorts — built from filters with the count as
 one types (imaging.research.cohorts.preview) and a strip of a few series' thumbnails (the project's own
 DICOMweb thumbnails), saved, exported as a zip with a progress bar, the manifest downloaded — and the
-researcher's own exports with the audit trail's record of each.
+researcher's own exports with the audit trail's record of each. Counting the cohort at every peer site and
+the project's access requests are `discovery`'s, shown on the same page.
 
 The export is the REST zip (`/projects/{p}/cohorts/{name}/zip`), streamed, with its progress recorded per
 object in a durable row (imaging.research.exports): the page prepares the export, the browser downloads
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from dicomweb.ui.discovery import describe, sent_requests
 from dicomweb.ui.render import HEADERS, html_date, is_htmx, render
 from imaging.access import Permission, Role, may
 from imaging.access.http import Caller, Require
@@ -113,6 +115,8 @@ def _project_page(
         audit_rows=audit_rows,
         found=found,
         started=started,
+        requests=sent_requests(caller, project),
+        describe=describe,
     )
 
 

@@ -3,7 +3,8 @@ tests/dicomweb), optionally the DICOM gateway and the job runner (stability, tri
 per role and a research project, `lung`, holding studies published through the real publication path.
 
 Test data: synthetic CT studies with synthetic PHI (imaging.synthetic); for triage, the chest phantom
-with planted nodules of tests/triage/conftest.py. Nothing is downloaded.
+with planted nodules of tests/triage/conftest.py. Nothing is downloaded. The federation pages' tests use
+tests/federation's `make_site` (several archives with site ids and keys, on loopback).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from imaging.jobs.runner import JobRunner
 from imaging.research.projects import create_project
 from imaging.research.publication import publish_study
 from imaging.synthetic import SyntheticStudy, ct_series, synthetic_patient
+from tests.archive_fixtures import make_archive  # noqa: F401  (used by make_site)
 from tests.dicomweb.conftest import Server, add_token, encode
+from tests.federation.conftest import make_site  # noqa: F401  (sites federated on loopback)
 
 ROLES = ("admin", "clinician", "researcher", "ingest")
 PROJECT = "lung"

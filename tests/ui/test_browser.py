@@ -11,6 +11,8 @@ reference triage bundle and sharing, as `imaging serve` runs them.
 * an administrator adds a peer with a wrong token, sees the test connection fail and deliveries fail,
   fixes the token, sees the test pass, retries the failed delivery and sees it verified at the peer;
 * an administrator revokes a clinician's token and the clinician's next page is refused;
+* federation (two archives of tests/federation): a researcher counts the cohort at every site and sends
+  an access request from the project page; the holding site's operator sees it on the federation page;
 * every page passes axe-core (WCAG 2.1 A/AA), never scrolls sideways, and is screenshot at 1280×800 and
   at 768×1024 into test-artifacts/; keyboard focus is always visible.
 """
@@ -31,10 +33,14 @@ from sqlalchemy import select
 
 from dicomweb.viewer import fetch_viewer
 from imaging.index.schema import Study
+from imaging.research.projects import create_project
 from imaging.sharing.models import OutboxRow, OutboxStatus
 from imaging.synthetic import SyntheticStudy, synthetic_patient
 from tests.conftest import require_program
 from tests.dicomweb.test_viewer import _prepare_cache
+from tests.federation.conftest import PROJECT as NET
+from tests.federation.conftest import PROJECT_KEY, Spec, federate, load
+from tests.federation.conftest import Site as FederatedSite
 from tests.triage.conftest import planted_phantom
 from tests.ui.browser import TABLET, Browser, Page
 from tests.ui.conftest import PROJECT, Site, start_site
@@ -362,3 +368,40 @@ def test_every_page_is_accessible_at_desktop_and_tablet_width(browser: Browser, 
     sign_in(tablet, live, live.tokens["clinician"])
     tablet.accessible()
     tablet.shot("worklist-clinician-tablet")
+
+
+def test_federation_count_request_and_operator_page(
+    browser: Browser, make_site: Callable[..., FederatedSite]
+) -> None:
+    a, b = make_site("a"), make_site("b")
+    federate(a, b)
+    for site in (a, b):
+        create_project(site.archive, NET, key=PROJECT_KEY)
+    load(a, [Spec(n) for n in range(1, 7)])
+    b.http("researcher").close()  # mints B's researcher token
+    researcher = browser.page("fed-researcher")
+    researcher.goto(url=f"{b.server.url}/login?next=/ui/projects/{NET}")
+    researcher.fill(selector="input[name=token]", value=b.tokens["researcher"])
+    researcher.click(selector="button[type=submit]", navigate=True)
+    researcher.fill(selector="#Modality", value="CT")
+    researcher.click(selector="button[formaction$='/federation/counts']")
+    researcher.waitText(selector="#federated tr[data-site='a']", text="6", timeout=30000)
+    assert "< 5" in researcher.text_of("#federated tr[data-site='local']")  # B has none: suppressed
+    researcher.click(selector="#federated tr[data-site='a'] summary")
+    researcher.fill(selector="#federated tr[data-site='a'] textarea", value="nodule follow-up")
+    researcher.click(selector="#federated tr[data-site='a'] button[type=submit]")
+    researcher.waitText(selector="#requests", text="pending", timeout=30000)
+    researcher.accessible()
+    researcher.both_widths("federation-project")
+    assert researcher.logs()["logs"] == []
+
+    operator = browser.page("fed-operator")
+    operator.goto(url=f"{a.server.url}/login?next=/ui/federation")
+    operator.fill(selector="input[name=token]", value=a.tokens["admin"])
+    operator.click(selector="button[type=submit]", navigate=True)
+    assert "nodule follow-up" in operator.text_of("#incoming")
+    operator.click(selector="tr[data-peer='b'] button.secondary")  # test connection
+    operator.waitText(selector="tr[data-peer='b']", text="accepted", timeout=30000)
+    operator.accessible()
+    operator.both_widths("federation")
+    assert operator.logs()["logs"] == []

@@ -5,11 +5,12 @@ API does — validated, audited, refused from another origin."""
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,12 +22,22 @@ from dicomweb.ui.render import CSP
 from imaging import audit
 from imaging.access.tokens import list_tokens
 from imaging.app import build_runner
+from imaging.federation.keys import public_key_pem
+from imaging.federation.models import QueryLog
+from imaging.federation.peers import list_peers as list_federation_peers
 from imaging.index.schema import Job, Study
 from imaging.jobs.stability import mark_stable
+from imaging.observability.health import listener_check
 from imaging.research.cohorts import save_cohort
 from imaging.research.exports import CohortExport
+from imaging.research.projects import create_project
 from imaging.sharing import outbox, peers
 from imaging.sharing.models import OutboxRow, OutboxStatus
+from tests.conftest import free_port
+from tests.dicomweb.conftest import add_token
+from tests.federation.conftest import PROJECT as NET
+from tests.federation.conftest import PROJECT_KEY, Spec, federate, load
+from tests.federation.conftest import Site as FederatedSite
 from tests.ui.conftest import PROJECT, Site, ingest_study, start_site
 
 PAGES = {
@@ -35,6 +46,7 @@ PAGES = {
     f"/ui/projects/{PROJECT}": "researcher",
     "/ui/operations": "admin",
     "/ui/sharing/peers": "admin",
+    "/ui/federation": "admin",
     "/ui/sharing/outbox": "clinician",
     "/ui/consent": "admin",
     "/ui/audit": "admin",
@@ -68,12 +80,14 @@ def test_each_page_opens_for_its_role_and_admin_and_refuses_others(shared: Site)
             "/ui/consent",
             "/ui/audit",
             "/ui/sharing/peers",
+            "/ui/federation",
         ):
             refused = c.get(path)
             assert refused.status_code == 403 and "Not allowed" in refused.text, path
     with shared.client("clinician", headers=HTML) as c:
         assert c.get(f"/ui/projects/{PROJECT}").status_code == 403  # project data is the researchers'
         assert c.get("/ui/tokens").status_code == 403
+        assert c.get("/ui/federation").status_code == 403
     with shared.client("ingest", headers=HTML) as c:
         assert c.get("/ui/worklist").status_code == 403
 
@@ -331,6 +345,210 @@ def test_operations_health_and_charts(shared: Site) -> None:
     assert 'role="img" aria-labelledby="per-day-title per-day-desc"' in page
     assert f'<th scope="row">{PROJECT}</th>' in page and '<th scope="row">clinical</th>' in page
     assert page.count('<rect class="bar"') == 30 + 2  # a bar per day, one per partition
+
+
+def test_operations_page_shows_readiness_as_health_reports_it(shared: Site) -> None:
+    readiness = shared.server.app.state.readiness
+    # As `imaging serve` adds it: the DICOM listener, here on a port nothing listens on.
+    readiness.add("dimse", listener_check("127.0.0.1", free_port()))
+    try:
+        with shared.client("admin", headers=HTML) as c:
+            page = c.get("/ui/operations").text
+            health = c.get("/health")
+    finally:
+        del readiness.checks["dimse"]
+    assert health.status_code == 503 and health.json()["components"]["dimse"]["ready"] is False
+    assert '<span class="badge status-down">not ready</span>' in page
+    readiness_table = page.split('id="readiness"', 1)[1].split('id="durable-state"', 1)[0]
+    assert re.search(
+        r'<th scope="row">dimse</th><td><span class="badge status-down">down</span></td>'
+        r"<td>ConnectionRefusedError</td>",
+        readiness_table,
+    )
+    assert re.search(r'<th scope="row">storage</th><td><span class="badge status-ok">ok</span></td>'
+                     r"<td>backend filesystem, [0-9.]+ [kMGT]?B free</td>", readiness_table)  # fmt: skip
+    # The durable-state checks stay beside it.
+    assert '<th scope="row">sharing outbox</th>' in page.split('id="durable-state"', 1)[1]
+    with shared.client("admin", headers=HTML) as c:
+        assert '<span class="badge status-ok">ready</span>' in c.get("/ui/operations").text
+
+
+def test_federation_pages_refuse_other_projects_and_roles(shared: Site) -> None:
+    create_project(shared.archive, "other")
+    stranger = add_token(shared.archive, "researcher", "other")
+    base = f"/ui/projects/{PROJECT}/federation"
+    uid = "00000000-0000-4000-8000-000000000000"
+    for token in (stranger, shared.tokens["clinician"], shared.tokens["ingest"]):
+        headers = {"Authorization": f"Bearer {token}", **HTMX}
+        with httpx.Client(base_url=shared.url, headers=headers) as c:
+            assert c.post(f"{base}/counts", data={"Modality": "CT"}).status_code == 403
+            assert c.post(f"{base}/requests", data={"peer": "a", "definition": "{}"}).status_code == 403
+            assert c.post(f"{base}/requests/{uid}/refresh").status_code == 403
+            assert c.get("/ui/federation").status_code == 403
+            assert c.post("/ui/federation/incoming/" + uid + "/approve").status_code == 403
+    with shared.archive.db.read() as session:
+        assert session.scalar(select(QueryLog.query_pk)) is None  # nothing was counted
+    with shared.client("researcher", headers=HTML) as c:
+        page = c.get(f"/ui/projects/{PROJECT}").text
+        assert "Count at every site" in page and "Access requests sent" in page
+        assert 'href="/ui/federation"' not in page  # not in a researcher's navigation
+        # This site alone (no peer): its count goes through the same disclosure control.
+        alone = c.post(f"{base}/counts", data={"Modality": "CT"}, headers=HTMX)
+        assert alone.status_code == 200 and 'data-site="local"' in alone.text
+        assert "&lt; 5" in alone.text  # three clinical studies: a small cell
+        invalid = c.post(f"{base}/counts", data={"Modality": "CT", "age_min": "70", "age_max": "50"})
+        assert invalid.status_code == 200 and "age_min is above age_max" in invalid.text
+    with shared.client("admin", headers=HTML) as c:
+        assert 'href="/ui/federation"' in c.get("/ui/operations").text
+
+
+def _pages(site: FederatedSite, role: str) -> httpx.Client:
+    """A client of a federated site's pages with a role's token (researcher tokens are made on first use)."""
+    site.http(role).close()
+    headers = {"Authorization": f"Bearer {site.tokens[role]}", **HTMX}
+    return httpx.Client(base_url=site.server.url, headers=headers, timeout=60)
+
+
+def _row(page: str, attribute: str, value: str) -> str:
+    """The table row of a page whose `data-<attribute>` is `value`."""
+    found = re.search(rf'<tr data-{attribute}="{re.escape(value)}">(.*?)</tr>', page, re.S)
+    assert found is not None, (value, page[:2000])
+    return found.group(1)
+
+
+def _cells(row: str) -> list[str]:
+    return re.findall(r'<td class="num">([^<]*(?:<abbr[^>]*>[^<]*</abbr>)?)</td>', row)
+
+
+@pytest.mark.slow
+def test_federated_counts_request_approve_deliver_and_discovery_off_from_the_pages(
+    make_site: Callable[..., FederatedSite],
+) -> None:
+    a, b = make_site("a"), make_site("b")
+    federate(a, b)
+    for site in (a, b):
+        create_project(site.archive, NET, key=PROJECT_KEY)
+    load(a, [*(Spec(n) for n in range(1, 7)), Spec(40, "MR", "HEAD")])
+    load(b, [Spec(50), Spec(51)])
+    # A delivers approved cohorts to B's project STOW root (which de-identifies on receive).
+    peers.add_peer(
+        a.archive, "b-net", "dicomweb", url=f"{b.server.url}/projects/{NET}/dicomweb", auth="bearer",
+        secret=b.tokens["admin"],
+    )  # fmt: skip
+    base = f"/ui/projects/{NET}/federation"
+    with _pages(b, "researcher") as researcher, _pages(a, "admin") as admin_a:
+        # Count at every site: A releases its six CT chest studies, B's two are a small cell.
+        counted = researcher.post(f"{base}/counts", data={"Modality": "CT", "BodyPartExamined": "CHEST"})
+        assert counted.status_code == 200, counted.text
+        assert _cells(_row(counted.text, "site", "a")) == ["6", "6"]
+        local = _row(counted.text, "site", "local")
+        assert "suppressed" in local and "6" not in _cells(local)
+        assert [re.sub(r"<[^>]+>", "", c) for c in _cells(local)] == ["&lt; 5", "&lt; 5"]
+        mr = researcher.post(f"{base}/counts", data={"Modality": "MR"})
+        assert "suppressed" in _row(mr.text, "site", "a")  # one MR study at A: never a number
+
+        # Request access at A, with the definition the counts were for.
+        definition = re.search(r'name="definition" value="([^"]+)"', counted.text)
+        assert definition is not None
+        sent = researcher.post(
+            f"{base}/requests",
+            data={"peer": "a", "definition": html.unescape(definition.group(1)), "purpose": "nodule study"},
+        )
+        assert sent.status_code == 200 and sent.headers["hx-retarget"] == "#requests"
+        assert "Access request sent to a: pending." in sent.text
+        uid = re.search(r'<tr data-request="([0-9a-f-]+)">', sent.text).group(1)  # type: ignore[union-attr]
+
+        # A's operator sees it arrive and approves it, delivering to B's project root.
+        page = admin_a.get("/ui/federation").text
+        incoming = _row(page, "request", uid)
+        assert "site-b" in incoming and "nodule study" in incoming and "status-pending" in incoming
+        assert "BodyPartExamined=CHEST, Modality=CT" in incoming
+        approved = admin_a.post(f"/ui/federation/incoming/{uid}/approve", data={"deliver_to": "b-net"})
+        assert approved.status_code == 200 and approved.headers["hx-retarget"] == "#incoming"
+        assert "6 studies to b-net" in _row(approved.text, "request", uid)
+        again = admin_a.post(f"/ui/federation/incoming/{uid}/approve", data={"deliver_to": "b-net"})
+        assert again.status_code == 409 and "approved already" in again.text
+
+        # B's researcher follows it until A's outbox has delivered every instance.
+        def delivered() -> bool:
+            checked = researcher.post(f"{base}/requests/{uid}/refresh")
+            return "status-delivered" in _row(checked.text, "request", uid)
+
+        a.drive(delivered)
+        row = _row(researcher.get(f"/ui/projects/{NET}").text, "request", uid)
+        assert "approved" in row and "6 studies" in row and "12 verified" in row
+        assert "status-delivered" in _row(admin_a.get("/ui/federation").text, "request", uid)
+
+        # A second request is rejected with a reason, which B's researcher is told.
+        second = researcher.post(f"{base}/requests", data={"peer": "a", "definition": '{"filters":{}}'})
+        other = re.findall(r'<tr data-request="([0-9a-f-]+)">', second.text)
+        assert len(other) == 2 and other[1] == uid
+        rejected = admin_a.post(
+            f"/ui/federation/incoming/{other[0]}/reject", data={"reason": "no ethics approval"}
+        )
+        assert rejected.status_code == 200 and "no ethics approval" in _row(
+            rejected.text, "request", other[0]
+        )
+        told = researcher.post(f"{base}/requests/{other[0]}/refresh")
+        assert "status-rejected" in _row(told.text, "request", other[0])
+        assert "no ethics approval" in _row(told.text, "request", other[0])
+
+        # A's operator switches discovery off for B from the edit form: B's next count is refused.
+        form = {"site_id": "site-b", "url": b.server.url, "requests": "true", "ask": "true"}
+        switched = admin_a.post("/ui/federation/peers/b", data=form, follow_redirects=False)
+        assert switched.status_code == 303
+        assert '<strong class="switch-discovery">off</strong>' in _row(
+            admin_a.get("/ui/federation").text, "peer", "b"
+        )
+        refused = researcher.post(f"{base}/counts", data={"Modality": "CT", "BodyPartExamined": "CHEST"})
+        row = _row(refused.text, "site", "a")
+        assert "status-refused" in row and "discovery is switched off" in row and _cells(row) == ["—", "—"]
+
+    with a.archive.db.read() as session:
+        (peer_b,) = [p for p in list_federation_peers(session) if p.name == "b"]
+        refusals = audit.query(session, event=audit.AuditEvent.QUERY, user="site:site-b")
+        alerts = [r.detail for r in audit.query(session, event=audit.AuditEvent.SECURITY_ALERT)]
+    assert (peer_b.discovery, peer_b.requests, peer_b.ask, peer_b.url) == (False, True, True, b.server.url)
+    assert "refused (discovery is switched off for this site)" in refusals[-1].detail
+    assert any("federation peer b set: " in d and "discovery off, requests on" in d for d in alerts)
+    assert any("approved: 6 studies to peer b-net" in d for d in alerts)
+
+
+def test_peer_sites_added_tested_and_removed_from_the_page(make_site: Callable[..., FederatedSite]) -> None:
+    a, b = make_site("a"), make_site("b")
+    with _pages(a, "admin") as admin:
+        page = admin.get("/ui/federation").text
+        assert "site-a" in page and public_key_pem(a.archive.settings).strip() in html.unescape(page)
+        form = {
+            "name": "b",
+            "site_id": "site-b",
+            "url": b.server.url,
+            "public_key": public_key_pem(b.archive.settings),
+            "discovery": "true",
+            "ask": "true",
+            "description": "university hospital B",
+        }
+        bad = admin.post("/ui/federation/peers", data={**form, "public_key": "not a key"})
+        assert bad.status_code == 400 and "not a PEM public key" in bad.text
+        assert admin.post("/ui/federation/peers", data=form).status_code == 303
+        assert admin.post("/ui/federation/peers", data=form).status_code == 409  # adding never overwrites
+        row = _row(admin.get("/ui/federation").text, "peer", "b")
+        assert '<strong class="switch-requests">off</strong>' in row and "university hospital B" in row
+        # B does not know A yet: the signed call is refused; once B registers A, it is accepted.
+        refused = admin.post("/ui/federation/peers/b/test")
+        assert "failed" in refused.text and "HTTP 401" in refused.text
+        federate(b, a)
+        accepted = admin.post("/ui/federation/peers/b/test")
+        assert "accepted" in accepted.text and "<code>site-b</code>" in accepted.text
+        # The edit form keeps the key when its field is left blank.
+        edit = {k: v for k, v in form.items() if k not in ("name", "public_key")}
+        assert admin.post("/ui/federation/peers/b", data=edit, follow_redirects=False).status_code == 303
+        assert "accepted" in admin.post("/ui/federation/peers/b/test").text
+        removed = admin.post("/ui/federation/peers/b/remove")
+        assert removed.status_code == 204 and removed.headers["hx-redirect"].startswith("/ui/federation")
+        assert admin.get("/ui/federation/peers/b").status_code == 404
+    with a.archive.db.read() as session:
+        assert list_federation_peers(session) == []
 
 
 def test_vendored_htmx_is_the_recorded_file() -> None:
