@@ -6,8 +6,9 @@
 
 `run_many` decodes each queued series and runs the bundle's own preprocessing (triage.bundle_transforms),
 runs inference for up to `max_batch` series in one batched pass (their sliding windows share forward
-passes), applies the bundle's post-processing, keeps findings in the lung fields (triage.lungs), then
-encodes each result. A series that fails is reported as a TriageFailure and never stops the others.
+passes), applies the bundle's post-processing, drops small findings that are not blob-shaped when the
+bundle asks for it (triage.shape), keeps findings in the lung fields (triage.lungs), then encodes each
+result. A series that fails is reported as a TriageFailure and never stops the others.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from triage.masks import label_map
 from triage.priority import Priority, priority_of
 from triage.results import Producer, build_seg, build_sr
 from triage.selection import SelectionDecision, SelectionRules
+from triage.shape import keep_blobs
 from triage.spec import TriageSpec
 from triage.volume import LPS_TO_RAS, Volume, build_volume
 
@@ -283,6 +285,10 @@ class TriagePipeline:
                 min_score=min_score,
                 min_diameter_mm=spec.min_diameter_mm,
             )
+            if spec.min_blobness > 0:
+                findings = keep_blobs(
+                    findings, item.image, item.affine_lps, spec.min_blobness, spec.blob_below_mm
+                )
         else:
             findings = self._box_findings(output, item, min_score)
         if spec.lung_mask:

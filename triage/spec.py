@@ -39,6 +39,10 @@ class TriageSpec(BaseModel):
     # (triage.lungs): a nodule detector has nothing to report in the chest wall or the abdomen.
     lung_mask: bool = True
     lung_margin_mm: float = 3.0
+    # Segmentation output: drop findings under `blob_below_mm` whose shape in the model's input is not a
+    # blob (triage.shape: Hessian eigenvalue ratio under `min_blobness`, i.e. a vessel or a wall); 0 = off.
+    min_blobness: float = 0.0
+    blob_below_mm: float = 8.0
     selection: SelectionRules = Field(default_factory=SelectionRules)
 
     @classmethod

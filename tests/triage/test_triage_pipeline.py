@@ -17,6 +17,7 @@ from imaging.synthetic import SyntheticStudy, ct_series
 from tests.conftest import require_program
 from triage.pipeline import Priority, TriagePipeline, TriageResult
 from triage.results import Producer, build_seg, build_sr
+from triage.training.bundle_files import BUNDLE_VERSION
 from triage.training.phantom import Phantom
 from triage.volume import build_volume
 
@@ -44,7 +45,7 @@ def test_planted_nodules_are_found_with_position_size_and_priority(
         assert 0.6 <= finding.score <= 1.0
     assert nodule_result.priority is Priority.HIGH  # a 12 mm nodule
     assert set(nodule_result.timings) >= {"decode", "preprocess", "inference", "encode"}
-    assert nodule_result.bundle_version == "0.2.0"
+    assert nodule_result.bundle_version == BUNDLE_VERSION
 
 
 def test_nodule_free_series_is_low(clean_result: TriageResult, clean_series: list[Dataset]) -> None:
