@@ -10,7 +10,9 @@ The held-out phantoms come from distributions the training never saw, not just n
   gain up to 0.7, noise 10-45 HU);
 - orientation: supine head first, feet first, prone and decubitus arrays (flipped / transposed axes with
   the matching affine), so the patient-coordinate path is exercised too.
-One scan in five has no nodule (it must come out LOW).
+One scan in five has no nodule (it must come out LOW). Nodule density is not a held-out difference: the
+held-out nodules are -60 to 110 HU and the phantoms' -30 to 80 HU, but training shifts nodule density by
+-70 to +40 HU (triage.training.train, DENSITY_SHIFT).
 
 Scoring (LUNA16 style): a finding hits a nodule when its centre lies within max(radius, 4 mm) of the
 nodule's centre. Sensitivity counts nodules >= 6 mm; a finding that hits no nodule (of any size) is a

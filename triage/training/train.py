@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +27,15 @@ import typer
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.losses import DiceLoss
+from monai.transforms import (
+    Compose,
+    RandAdjustContrast,
+    RandGaussianNoise,
+    RandGaussianSharpen,
+    RandGaussianSmooth,
+    RandScaleIntensity,
+    RandShiftIntensity,
+)
 
 from triage.training import bundle_files
 from triage.training.phantom import TRAINING, Phantom, random_phantom
@@ -72,11 +83,17 @@ def scale(hu: np.ndarray | torch.Tensor) -> Any:
     return ((hu - HU_MIN) / (HU_MAX - HU_MIN)).clip(0, 1)
 
 
+def nodule_count(seed: int) -> int:
+    """Nodules in training phantom `seed`: none in one phantom of six (they teach what a clear scan looks
+    like), else 2 to 10; nodules are the scarce class, and many per phantom cost no extra rendering."""
+    return 2 * (seed % 6)
+
+
 def model_grid_sample(seed: int, ranges: ScanRanges = ScanRanges()) -> dict[str, Any]:
     """One training phantom on the model's grid: scaled image, nodule fraction, and the voxel indices of
-    its nodules and hard negatives."""
+    its nodules (those on the pleura or on a vessel listed twice: the hard ones) and hard negatives."""
     rng = np.random.default_rng(seed + 1_000_000)
-    phantom = random_phantom(seed, distribution=TRAINING, nodule_count=int(seed % 6))
+    phantom = random_phantom(seed, distribution=TRAINING, nodule_count=nodule_count(seed))
     pixel, scan = ranges.draw(rng)
     lo, hi = lung_box(phantom, 24.0)
     spacing = (pixel, pixel, scan.thickness_mm * float(rng.uniform(0.7, 1.0)))
@@ -108,13 +125,64 @@ def model_grid_sample(seed: int, ranges: ScanRanges = ScanRanges()) -> dict[str,
     return {
         "image": scale(resampled.as_tensor()[0].numpy()).astype(np.float16),
         "target": nodule_fraction(phantom, model_grid).astype(np.float16),
-        "nodules": index(n.center_lps for n in phantom.nodules),
+        "nodules": index(
+            n.center_lps for n in phantom.nodules for _ in range(1 if n.kind == "isolated" else 2)
+        ),
         "negatives": index(phantom.hard_negatives),
     }
 
 
+def cached_sample(seed: int, cache: Path | None) -> dict[str, Any]:
+    """`model_grid_sample`, kept in `cache` (one .npz per seed) when given: rendering is most of a run."""
+    path = None if cache is None else cache / f"{POOL_VERSION}-{seed}.npz"
+    if path is not None and path.exists():
+        with np.load(path) as stored:
+            return {
+                "image": stored["image"],
+                "target": stored["target"],
+                "nodules": [tuple(int(v) for v in i) for i in stored["nodules"]],
+                "negatives": [tuple(int(v) for v in i) for i in stored["negatives"]],
+            }
+    sample = model_grid_sample(seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp.npz")
+        np.savez(
+            partial,
+            image=sample["image"],
+            target=sample["target"],
+            nodules=np.asarray(sample["nodules"], np.int32).reshape(-1, 3),
+            negatives=np.asarray(sample["negatives"], np.int32).reshape(-1, 3),
+        )
+        partial.replace(path)
+    return sample
+
+
+DENSITY_SHIFT = (-70 / (HU_MAX - HU_MIN), 40 / (HU_MAX - HU_MIN))  # on the scaled image
+# Bump when the phantoms, their rendering or the nodule counts change: cached samples then no longer apply.
+POOL_VERSION = "pool2"
+
+
+def intensity_augmentation(seed: int) -> Compose:
+    """Scanner variation beyond the rendered ranges, on the scaled patch (1.0 = 1400 HU): softer and
+    sharper kernels, more noise, denser or lighter lungs and tissue. It widens what the network accepts
+    without drawing from the held-out distributions."""
+    augment = Compose(
+        [
+            RandGaussianSmooth(sigma_x=(0.3, 0.9), sigma_y=(0.3, 0.9), sigma_z=(0.3, 0.9), prob=0.2),
+            RandGaussianSharpen(prob=0.1),
+            RandGaussianNoise(prob=0.3, std=0.03),
+            RandShiftIntensity(offsets=0.03, prob=0.3),
+            RandScaleIntensity(factors=0.08, prob=0.3),
+            RandAdjustContrast(gamma=(0.8, 1.25), prob=0.2),
+        ]
+    )
+    augment.set_random_state(seed)
+    return augment
+
+
 def sample_batch(
-    pool: list[dict[str, Any]], rng: np.random.Generator, batch: int
+    pool: list[dict[str, Any]], rng: np.random.Generator, batch: int, augment: Compose | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = bundle_files.PATCH
     images, targets = [], []
@@ -122,7 +190,7 @@ def sample_batch(
         item = pool[int(rng.integers(len(pool)))]
         image, target = item["image"], item["target"]
         draw = rng.random()
-        points = item["nodules"] if draw < 0.3 else item["negatives"] if draw < 0.75 else []
+        points = item["nodules"] if draw < 0.4 else item["negatives"] if draw < 0.75 else []
         if points:
             centre = np.asarray(points[int(rng.integers(len(points)))]) + rng.integers(-p // 3, p // 3 + 1, 3)
             start = np.clip(centre - p // 2, 0, np.asarray(image.shape) - p)
@@ -134,6 +202,12 @@ def sample_batch(
             if rng.random() < 0.5:
                 x, y = np.flip(x, axis), np.flip(y, axis)
         jittered = x * rng.uniform(0.95, 1.05) + rng.uniform(-0.02, 0.02)
+        if augment is not None:
+            if rng.random() < 0.5:
+                # Nodule density: the phantoms' nodules are -30 to 80 HU; solid nodules in patients span
+                # about -100 to 120 HU. Shifting by the nodule fraction keeps the partial volume right.
+                jittered = jittered + rng.uniform(*DENSITY_SHIFT) * y
+            jittered = np.asarray(augment(jittered[None]))[0].clip(0, 1)
         images.append(np.ascontiguousarray(jittered, dtype=np.float32))
         targets.append(np.ascontiguousarray(y))
     return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(targets)[:, None])
@@ -151,16 +225,21 @@ def sha256(path: Path) -> str:
 
 @app.command()
 def main(
-    steps: Annotated[int, typer.Option(help="optimiser steps")] = 3000,
+    steps: Annotated[int, typer.Option(help="optimiser steps")] = 7000,
     seed: Annotated[int, typer.Option(help="seed for sampling and initial weights")] = 20240315,
     phantoms: Annotated[
         int, typer.Option(help="training phantoms (seeds 0..N-1; evaluation uses other seeds)")
-    ] = 56,
+    ] = 120,
     batch: Annotated[int, typer.Option()] = 8,
     threads: Annotated[
         int, typer.Option(help="torch CPU threads (recorded: results depend on it bitwise)")
     ] = 2,
     bundle: Annotated[Path, typer.Option(help="bundle directory to (re)write")] = REFERENCE_BUNDLE,
+    workers: Annotated[int, typer.Option(help="processes rendering the phantoms")] = 2,
+    pool_cache: Annotated[
+        Path | None, typer.Option(help="keep rendered phantoms here and reuse them (a directory)")
+    ] = None,
+    augment: Annotated[bool, typer.Option(help="intensity augmentation of the patches")] = True,
 ) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -171,17 +250,25 @@ def main(
     parser = ConfigParser()
     parser.read_config(bundle / "configs" / "inference.json")
     network: torch.nn.Module = parser.get_parsed_content("network_def")
-    pool = [model_grid_sample(s) for s in range(phantoms)]
+    # spawn: a forked child of a process whose OpenMP pool has started can hang in its first parallel op.
+    with ProcessPoolExecutor(
+        max_workers=max(1, workers),
+        mp_context=get_context("spawn"),
+        initializer=torch.set_num_threads,  # one thread per worker: the workers are the parallelism
+        initargs=(1,),
+    ) as executor:
+        pool = list(executor.map(cached_sample, range(phantoms), [pool_cache] * phantoms))
     pool_seconds = time.perf_counter() - started
     typer.echo(f"pool of {phantoms} phantoms in {pool_seconds:.0f} s")
     optimiser = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    augmentation = intensity_augmentation(seed) if augment else None
     dice = DiceLoss(sigmoid=True, batch=True)
     bce = torch.nn.BCEWithLogitsLoss()
     network.train()
     running = 0.0
     for step in range(1, steps + 1):
-        x, y = sample_batch(pool, rng, batch)
+        x, y = sample_batch(pool, rng, batch, augmentation)
         logits = network(x)
         loss = bce(logits, y) + dice(logits, y)
         optimiser.zero_grad()
@@ -204,6 +291,8 @@ def main(
         "patch_size": [bundle_files.PATCH] * 3,
         "phantom_seeds": [0, phantoms - 1],
         "phantom_distribution": "triage.training.phantom.TRAINING",
+        "nodules_per_phantom": "2 * (seed % 6)",
+        "intensity_augmentation": augment,
         "scan_ranges": ScanRanges().__dict__,
         "torch_threads": threads,
         "torch_version": torch.__version__,
