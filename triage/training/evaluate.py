@@ -163,6 +163,7 @@ def froc(candidates: list[tuple[float, int | None]], total: int, scans: int) -> 
 def evaluate(pipeline: TriagePipeline, scans: int = 24, first_seed: int = EVALUATION_SEED) -> dict[str, Any]:
     candidates: list[tuple[float, int | None]] = []
     total = detected = false_positives = 0
+    by_kind: dict[str, list[int]] = {}  # nodule kind -> [detected, total] (nodules >= 6 mm)
     free = free_low = 0
     missed: list[float] = []
     size_errors: list[float] = []
@@ -186,9 +187,12 @@ def evaluate(pipeline: TriagePipeline, scans: int = 24, first_seed: int = EVALUA
         false_positives += scan_fp
         for nodule in relevant.values():
             total += 1
+            kind = by_kind.setdefault(nodule.kind, [0, 0])
+            kind[1] += 1
             hits = [f for f in operating if hit(f, nodule)]
             if hits:
                 detected += 1
+                kind[0] += 1
                 size_errors.append(max(hits, key=lambda f: f.score).diameter_mm - nodule.diameter_mm)
             else:
                 missed.append(round(nodule.diameter_mm, 1))
@@ -215,6 +219,7 @@ def evaluate(pipeline: TriagePipeline, scans: int = 24, first_seed: int = EVALUA
             "false_positives_per_scan": round(false_positives / scans, 3),
             "missed_diameters_mm": missed,
             "diameter_error_mm_mean": round(float(np.mean(size_errors)), 2) if size_errors else None,
+            "found_by_kind": {k: {"found": v[0], "of": v[1]} for k, v in sorted(by_kind.items())},
         },
         "nodule_free_scans": free,
         "nodule_free_scans_low": free_low,
@@ -241,6 +246,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{point['false_positives_per_scan']} false positives per scan; nodule-free scans LOW: "
         f"{report['nodule_free_scans_low']} of {report['nodule_free_scans']}.",
     ]
+    if point["found_by_kind"]:
+        kinds = ", ".join(f"{k} {v['found']} of {v['of']}" for k, v in point["found_by_kind"].items())
+        lines.append(f"Found by kind (nodules >= 6 mm): {kinds}.")
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,10 @@ Each training phantom (triage.training.phantom, TRAINING distribution) is render
 way a scanner would (random in-plane spacing, slice thickness, kernel sharpness and noise:
 triage.training.render) and brought to the model's grid by the bundle's own AreaSpacing transform, so
 the network sees what inference feeds it. Patches are drawn around nodules, around hard negatives
-(vessel forks, airway walls, the pleura next to ribs) and anywhere; the target is the fraction of each
-voxel inside a nodule.
+(vessel forks, airway walls, the pleura next to ribs) and anywhere; nodules on the pleura or on a vessel
+are drawn twice as often as isolated ones. Patches are augmented beyond the rendered ranges (kernel,
+noise, intensity, contrast, nodule density). The target is the fraction of each voxel inside a nodule.
+`--pool-cache DIR` keeps the rendered phantoms (most of a run's time) for the next run.
 """
 
 from __future__ import annotations
