@@ -80,8 +80,8 @@ def metadata(training: dict[str, Any], evaluation: dict[str, Any] | None = None)
         "version": BUNDLE_VERSION,
         "changelog": {
             BUNDLE_VERSION: "retrained: 120 phantoms with 2-10 nodules each (5 on average), nodules on the "
-            "pleura or on a vessel drawn twice as often, intensity augmentation (kernel, noise, density, "
-            "contrast) and nodule density augmentation",
+            "pleura or on a vessel drawn twice as often, patch augmentation (kernel, noise, intensity, "
+            "contrast, nodule density)",
             "0.2.1": "same weights; findings under 8 mm that are not blob-shaped (Hessian eigenvalue "
             "ratio under 0.1: vessel segments and forks, walls) are dropped (triage.shape)",
             "0.2.0": "phantoms with chest wall, ribs, mediastinum, heart, vessel and airway trees, "
@@ -163,8 +163,8 @@ with heart and aorta; lungs cut by the diaphragm domes over liver, spleen and st
 vessel trees and an airway tree; isolated, juxtapleural and juxtavascular nodules of 3-24 mm), rendered
 like a scanner would (`triage/training/render.py`: slice profile, kernel sharpness, noise texture, voxel
 sizes), with patch augmentation beyond those ranges (smoother and sharper kernels, more noise, lung and
-nodule density, contrast: `triage/training/train.py`), so that the archive's triage pipeline runs offline and in CI through the same bundle-loading path
-a real Model Zoo bundle uses.
+nodule density, contrast: `triage/training/train.py`), so that the archive's triage pipeline runs offline
+and in CI through the same bundle-loading path a real Model Zoo bundle uses.
 
 **Not for clinical or diagnostic use.** It has never seen a real CT.
 

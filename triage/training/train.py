@@ -46,6 +46,9 @@ from triage.transforms import AreaSpacing
 
 REFERENCE_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / bundle_files.BUNDLE_NAME
 HU_MIN, HU_MAX = bundle_files.HU_WINDOW
+DENSITY_SHIFT = (-70 / (HU_MAX - HU_MIN), 40 / (HU_MAX - HU_MIN))  # on the scaled image
+# Bump when the phantoms, their rendering or the nodule counts change: cached samples then no longer apply.
+POOL_VERSION = "pool2"
 
 app = typer.Typer(add_completion=False)
 
@@ -158,11 +161,6 @@ def cached_sample(seed: int, cache: Path | None) -> dict[str, Any]:
         )
         partial.replace(path)
     return sample
-
-
-DENSITY_SHIFT = (-70 / (HU_MAX - HU_MIN), 40 / (HU_MAX - HU_MIN))  # on the scaled image
-# Bump when the phantoms, their rendering or the nodule counts change: cached samples then no longer apply.
-POOL_VERSION = "pool2"
 
 
 def intensity_augmentation(seed: int) -> Compose:
