@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from triage.cli import app
-from triage.training.evaluate import FP_RATES, ORIENTATIONS, froc, reorient
+from triage.training.evaluate import FP_RATES, ORIENTATIONS, froc, markdown, reorient
 
 
 def test_froc_counts_each_nodule_once_and_caps_false_positives_per_scan() -> None:
@@ -22,6 +22,27 @@ def test_froc_counts_each_nodule_once_and_caps_false_positives_per_scan() -> Non
     assert table["0.25"] == 0.75  # nodule 3 comes before the third false positive
     assert table["8"] == 0.75  # nodule 4 is never found
     assert froc([(0.9, None)], total=2, scans=1) == dict.fromkeys(table, 0.0)
+
+
+def test_the_table_names_each_missed_nodule_by_kind_size_and_density() -> None:
+    report = {
+        "scans": 2,
+        "seeds": [50000, 50001],
+        "nodules_ge_6mm": 2,
+        "froc_sensitivity_at_fp_per_scan": {f"{r:g}": 0.5 for r in FP_RATES},
+        "operating_point": {
+            "sensitivity_ge_6mm": 0.5,
+            "false_positives_per_scan": 0.0,
+            "found_by_kind": {"isolated": {"found": 1, "of": 1}, "juxtapleural": {"found": 0, "of": 1}},
+            "missed": [{"seed": 50001, "kind": "juxtapleural", "diameter_mm": 7.5, "hu": -40}],
+        },
+        "nodule_free_scans": 0,
+        "nodule_free_scans_low": 0,
+    }
+    table = markdown(report)
+    assert "| sensitivity | 0.500 | 0.500 |" in table
+    assert "Found by kind (nodules >= 6 mm): isolated 1 of 1, juxtapleural 0 of 1." in table
+    assert "Missed: juxtapleural 7.5 mm -40 HU (seed 50001)." in table
 
 
 @pytest.mark.parametrize("position", ORIENTATIONS)

@@ -165,7 +165,7 @@ def evaluate(pipeline: TriagePipeline, scans: int = 24, first_seed: int = EVALUA
     total = detected = false_positives = 0
     by_kind: dict[str, list[int]] = {}  # nodule kind -> [detected, total] (nodules >= 6 mm)
     free = free_low = 0
-    missed: list[float] = []
+    missed: list[dict[str, Any]] = []
     size_errors: list[float] = []
     seconds_render = seconds_analyse = 0.0
     details = []
@@ -195,7 +195,14 @@ def evaluate(pipeline: TriagePipeline, scans: int = 24, first_seed: int = EVALUA
                 kind[0] += 1
                 size_errors.append(max(hits, key=lambda f: f.score).diameter_mm - nodule.diameter_mm)
             else:
-                missed.append(round(nodule.diameter_mm, 1))
+                missed.append(
+                    {
+                        "seed": seed,
+                        "kind": nodule.kind,
+                        "diameter_mm": round(nodule.diameter_mm, 1),
+                        "hu": round(nodule.hu),
+                    }
+                )
         priority = priority_of(operating)
         if not scan.phantom.nodules:
             free += 1
@@ -217,7 +224,7 @@ def evaluate(pipeline: TriagePipeline, scans: int = 24, first_seed: int = EVALUA
         "operating_point": {
             "sensitivity_ge_6mm": round(detected / total, 4) if total else None,
             "false_positives_per_scan": round(false_positives / scans, 3),
-            "missed_diameters_mm": missed,
+            "missed": missed,
             "diameter_error_mm_mean": round(float(np.mean(size_errors)), 2) if size_errors else None,
             "found_by_kind": {k: {"found": v[0], "of": v[1]} for k, v in sorted(by_kind.items())},
         },
@@ -249,6 +256,11 @@ def markdown(report: dict[str, Any]) -> str:
     if point["found_by_kind"]:
         kinds = ", ".join(f"{k} {v['found']} of {v['of']}" for k, v in point["found_by_kind"].items())
         lines.append(f"Found by kind (nodules >= 6 mm): {kinds}.")
+    if point["missed"]:
+        missed = ", ".join(
+            f"{m['kind']} {m['diameter_mm']:g} mm {m['hu']:+d} HU (seed {m['seed']})" for m in point["missed"]
+        )
+        lines.append(f"Missed: {missed}.")
     return "\n".join(lines) + "\n"
 
 

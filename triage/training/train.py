@@ -7,7 +7,8 @@ way a scanner would (random in-plane spacing, slice thickness, kernel sharpness 
 triage.training.render) and brought to the model's grid by the bundle's own AreaSpacing transform, so
 the network sees what inference feeds it. Patches are drawn around nodules, around hard negatives
 (vessel forks, airway walls, the pleura next to ribs) and anywhere; nodules on the pleura or on a vessel
-are drawn twice as often as isolated ones. Patches are augmented beyond the rendered ranges (kernel,
+are drawn twice as often as isolated ones, and more are planted against hard negatives as patches are
+drawn (attached nodules are the hard ones and the phantoms hold few). Patches are augmented beyond the rendered ranges (kernel,
 noise, intensity, contrast, nodule density). The target is the fraction of each voxel inside a nodule.
 `--pool-cache DIR` keeps the rendered phantoms (most of a run's time) for the next run.
 """
@@ -49,6 +50,7 @@ HU_MIN, HU_MAX = bundle_files.HU_WINDOW
 DENSITY_SHIFT = (-70 / (HU_MAX - HU_MIN), 40 / (HU_MAX - HU_MIN))  # on the scaled image
 # Bump when the phantoms, their rendering or the nodule counts change: cached samples then no longer apply.
 POOL_VERSION = "pool2"
+PLANTED_DIAMETER_MM = (4.0, 16.0)
 
 app = typer.Typer(add_completion=False)
 
@@ -72,6 +74,27 @@ class ScanRanges:
             noise_hu=float(rng.uniform(*self.noise_hu)),
         )
         return float(rng.uniform(*self.pixel_mm)), scan
+
+
+@dataclass(frozen=True)
+class PatchDraws:
+    """Shares of the patch draws: around a phantom's nodules, around a hard negative with a nodule planted
+    against it (plant_nodule), around a hard negative as it is; the rest anywhere."""
+
+    nodules: float = 0.4
+    planted: float = 0.0
+    negatives: float = 0.35
+
+    def of(self, draw: float) -> str:
+        """The kind of patch for a uniform draw in [0, 1)."""
+        for kind, upper in (
+            ("nodules", self.nodules),
+            ("planted", self.nodules + self.planted),
+            ("negatives", self.nodules + self.planted + self.negatives),
+        ):
+            if draw < upper:
+                return kind
+        return "anywhere"
 
 
 def lung_box(phantom: Phantom, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +162,7 @@ def model_grid_sample(seed: int, ranges: ScanRanges = ScanRanges()) -> dict[str,
 
 def cached_sample(seed: int, cache: Path | None) -> dict[str, Any]:
     """`model_grid_sample`, kept in `cache` (one .npz per seed) when given: rendering is most of a run."""
-    path = None if cache is None else cache / f"{POOL_VERSION}-{seed}.npz"
+    path = None if cache is None else cache / f"{POOL_VERSION}-{bundle_files.SPACING_MM:g}mm-{seed}.npz"
     if path is not None and path.exists():
         with np.load(path) as stored:
             return {
@@ -182,22 +205,30 @@ def intensity_augmentation(seed: int) -> Compose:
 
 
 def sample_batch(
-    pool: list[dict[str, Any]], rng: np.random.Generator, batch: int, augment: Compose | None = None
+    pool: list[dict[str, Any]],
+    rng: np.random.Generator,
+    batch: int,
+    augment: Compose | None = None,
+    draws: PatchDraws = PatchDraws(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = bundle_files.PATCH
     images, targets = [], []
     for _ in range(batch):
         item = pool[int(rng.integers(len(pool)))]
         image, target = item["image"], item["target"]
-        draw = rng.random()
-        points = item["nodules"] if draw < 0.4 else item["negatives"] if draw < 0.75 else []
-        if points:
-            centre = np.asarray(points[int(rng.integers(len(points)))]) + rng.integers(-p // 3, p // 3 + 1, 3)
+        kind = draws.of(rng.random())
+        planted = kind == "planted"
+        points = item["nodules"] if kind == "nodules" else item["negatives"] if kind != "anywhere" else []
+        point = np.asarray(points[int(rng.integers(len(points)))]) if points else None
+        if point is not None:
+            centre = point + rng.integers(-p // 3, p // 3 + 1, 3)
             start = np.clip(centre - p // 2, 0, np.asarray(image.shape) - p)
         else:
             start = np.asarray([int(rng.integers(0, max(n - p, 0) + 1)) for n in image.shape])
         region = tuple(slice(int(a), int(a) + p) for a in start)
         x, y = _pad(image[region].astype(np.float32), p), _pad(target[region].astype(np.float32), p)
+        if planted and point is not None:
+            x, y = plant_nodule(x, y, point - start, rng)
         for axis in range(3):
             if rng.random() < 0.5:
                 x, y = np.flip(x, axis), np.flip(y, axis)
@@ -211,6 +242,70 @@ def sample_batch(
         images.append(np.ascontiguousarray(jittered, dtype=np.float32))
         targets.append(np.ascontiguousarray(y))
     return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(targets)[:, None])
+
+
+def plant_nodule(
+    image: np.ndarray, target: np.ndarray, point: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A nodule planted against the structure at `point` (a vessel, an airway wall, the pleura), on the lung
+    side: the phantoms hold a few hundred attached nodules, this gives the network thousands.
+
+    The centre moves from `point` towards the darker side (the lung) by 0.3 to 1 radius, so the nodule
+    ranges from half buried in the wall to just touching it. Its density is blended in by each voxel's
+    nodule fraction over the local mean, so the scan's noise and the partial volume at its edge stay.
+    """
+    spacing = bundle_files.SPACING_MM
+    radius = float(rng.uniform(*PLANTED_DIAMETER_MM)) / 2 / spacing  # voxels
+    stretch = rng.uniform(0.85, 1.15, 3)
+    semi = radius * stretch / np.prod(stretch) ** (1 / 3)
+    centre = np.asarray(point, float) + _lung_side(image, point, rng) * radius * rng.uniform(0.3, 1.0)
+    fraction = _ellipsoid_fraction(image.shape, centre, semi)
+    if not fraction.any():
+        return image, target
+    hu = rng.uniform(*TRAINING.nodule_hu)
+    local = torch.nn.functional.avg_pool3d(
+        torch.from_numpy(np.ascontiguousarray(image))[None, None], 3, 1, 1, count_include_pad=False
+    )[0, 0].numpy()
+    planted = image + fraction * (float(scale(np.asarray(hu, np.float32))) - local)
+    return planted.clip(0, 1).astype(np.float32), np.maximum(target, fraction)
+
+
+def _lung_side(image: np.ndarray, point: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unit vector from `point` towards the darker side of its 7-voxel neighbourhood (random if even)."""
+    lo = np.clip(np.asarray(point) - 3, 0, np.asarray(image.shape))
+    hi = np.clip(np.asarray(point) + 4, 0, np.asarray(image.shape))
+    cube = image[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    offsets = np.stack(
+        np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"), -1
+    )
+    if cube.size:
+        darkness = (cube.mean() - cube)[..., None]
+        direction = (darkness * (offsets - np.asarray(point))).sum(axis=(0, 1, 2))
+        norm = float(np.linalg.norm(direction))
+        if norm > 1e-3 * cube.size:
+            return direction / norm
+    direction = rng.normal(size=3)
+    return direction / np.linalg.norm(direction)
+
+
+def _ellipsoid_fraction(shape: tuple[int, ...], centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
+    """Fraction of each voxel inside an axis-aligned ellipsoid (3 x 3 x 3 subsamples per voxel)."""
+    fraction = np.zeros(shape, np.float32)
+    lo = np.clip(np.floor(centre - semi - 1).astype(int), 0, shape)
+    hi = np.clip(np.ceil(centre + semi + 2).astype(int), 0, shape)
+    if np.any(hi <= lo):
+        return fraction
+    sub = (np.arange(3) - 1) / 3.0
+    axes = [
+        (np.arange(a, b)[:, None] + sub[None, :]).ravel() - c for a, b, c in zip(lo, hi, centre, strict=True)
+    ]
+    x, y, z = np.meshgrid(*(v / s for v, s in zip(axes, semi, strict=True)), indexing="ij")
+    inside = (x**2 + y**2 + z**2 <= 1).astype(np.float32)
+    n = [b - a for a, b in zip(lo, hi, strict=True)]
+    fraction[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = inside.reshape(n[0], 3, n[1], 3, n[2], 3).mean(
+        axis=(1, 3, 5)
+    )
+    return fraction
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:
@@ -240,6 +335,15 @@ def main(
         Path | None, typer.Option(help="keep rendered phantoms here and reuse them (a directory)")
     ] = None,
     augment: Annotated[bool, typer.Option(help="intensity augmentation of the patches")] = True,
+    nodule_share: Annotated[
+        float, typer.Option(help="share of patches around a phantom's nodules")
+    ] = PatchDraws.nodules,
+    planted_share: Annotated[
+        float, typer.Option(help="share of patches with a nodule planted against a hard negative")
+    ] = PatchDraws.planted,
+    negative_share: Annotated[
+        float, typer.Option(help="share of patches around a hard negative as it is")
+    ] = PatchDraws.negatives,
 ) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -263,12 +367,13 @@ def main(
     optimiser = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     augmentation = intensity_augmentation(seed) if augment else None
+    draws = PatchDraws(nodule_share, planted_share, negative_share)
     dice = DiceLoss(sigmoid=True, batch=True)
     bce = torch.nn.BCEWithLogitsLoss()
     network.train()
     running = 0.0
     for step in range(1, steps + 1):
-        x, y = sample_batch(pool, rng, batch, augmentation)
+        x, y = sample_batch(pool, rng, batch, augmentation, draws)
         logits = network(x)
         loss = bce(logits, y) + dice(logits, y)
         optimiser.zero_grad()
@@ -292,6 +397,8 @@ def main(
         "phantom_seeds": [0, phantoms - 1],
         "phantom_distribution": "triage.training.phantom.TRAINING",
         "nodules_per_phantom": "2 * (seed % 6)",
+        "patch_draws": draws.__dict__,
+        **({"planted_diameter_mm": list(PLANTED_DIAMETER_MM)} if draws.planted else {}),
         "intensity_augmentation": augment,
         "scan_ranges": ScanRanges().__dict__,
         "torch_threads": threads,
