@@ -16,6 +16,7 @@ stay as published, and the overrides are part of what a result is idempotent on 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -156,10 +157,22 @@ def load_bundle(
             f"bundle {root.name}: models/model.pt does not match the SHA-256 recorded in metadata.json"
         )
     try:
-        spec = TriageSpec.from_configs(metadata, inference)
-    except ValueError as error:
+        spec = TriageSpec.from_configs(metadata, _overridden(inference, overrides or {}))
+    except (ValueError, KeyError, IndexError, TypeError) as error:
         raise BundleError(f"bundle {root.name}: invalid triage settings: {error}") from error
     return Bundle(root, digest, metadata, inference, spec, dict(overrides or {}))
+
+
+def _overridden(inference: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """inference.json as the parser sees it with `overrides` set (MONAI's `::` ids), so that the settings
+    read from it (window size, overlap, spacing) follow an administrator's overrides as the transforms do."""
+    if not overrides:
+        return inference
+    parser = ConfigParser(copy.deepcopy(inference))
+    for key, value in overrides.items():
+        parser[key] = value
+    configured = parser.get()
+    return configured if isinstance(configured, dict) else inference
 
 
 def _sha256(path: Path) -> str:

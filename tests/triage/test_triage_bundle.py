@@ -31,6 +31,23 @@ def test_reference_bundle_loads_with_its_pin_and_builds_the_network(reference_bu
     assert bundle.metadata["training"]["seed"] == 20240315
 
 
+def test_overrides_reach_the_settings_read_from_inference_json(reference_bundle: Path) -> None:
+    # The window size and overlap come from inference.json: an administrator's override must change them
+    # as it changes the parsed transforms, not only the result's identity.
+    plain = load_bundle(reference_bundle)
+    tuned = load_bundle(
+        reference_bundle, overrides={"inferer::overlap": 0.5, "inferer::roi_size": [64, 64, 64]}
+    )
+    assert (plain.spec.overlap, plain.spec.roi_size) == (0.0, (96, 96, 96))
+    assert (tuned.spec.overlap, tuned.spec.roi_size) == (0.5, (64, 64, 64))
+    assert tuned.identity != plain.identity
+    assert (
+        json.loads((reference_bundle / "configs" / "inference.json").read_text())["inferer"]["overlap"] == 0.0
+    )
+    with pytest.raises(BundleError, match="invalid triage settings"):
+        load_bundle(reference_bundle, overrides={"no_such_section::overlap": 0.5})
+
+
 def test_wrong_pin_refuses_to_load(reference_bundle: Path) -> None:
     with pytest.raises(BundleIntegrityError, match="refusing to load"):
         load_bundle(reference_bundle, expected_sha256="0" * 64)
