@@ -57,6 +57,23 @@ def test_run_refuses_a_bundle_with_the_wrong_pin(reference_bundle: Path, tmp_pat
     assert "refusing to load" in result.output
 
 
+def test_run_refuses_an_override_of_a_key_the_bundle_lacks(reference_bundle: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path),
+            "--bundle",
+            str(reference_bundle),
+            "--override",
+            "no_such_section::overlap=0.5",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "invalid triage settings" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_read_series_groups_files_by_series(tmp_path: Path) -> None:
     study = SyntheticStudy()
     write_series(tmp_path / "a", list(ct_series(study, count=2, rows=8, columns=8)))
