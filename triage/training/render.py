@@ -8,12 +8,13 @@ DICOM series of any orientation."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from triage.training.phantom import Phantom, Tube
+from triage.training.phantom import Nodule, Phantom, Tube
 
 CHUNK = 16  # z planes rendered at a time (memory stays bounded on 512 x 512 x 600 grids)
 
@@ -71,12 +72,12 @@ def render(phantom: Phantom, grid: Grid, scan: Scan = Scan(), *, seed: int = 0) 
     return (blurred + noise).numpy()
 
 
-def nodule_fraction(phantom: Phantom, grid: Grid, *, supersample: int = 3) -> np.ndarray:
+def nodule_fraction(nodules: Sequence[Nodule], grid: Grid, *, supersample: int = 3) -> np.ndarray:
     """Fraction of each voxel inside a nodule (the soft training target), (x, y, z) float32."""
     fine = grid.refined(supersample)
     x, y, z = fine.axes()
     mask = np.zeros(fine.shape, np.float32)
-    for nodule in phantom.nodules:
+    for nodule in nodules:
         box = _box(x, y, z, np.asarray(nodule.center_lps), max(nodule.semi_axes_mm))
         if box is None:
             continue

@@ -7,9 +7,9 @@ way a scanner would (random in-plane spacing, slice thickness, kernel sharpness 
 triage.training.render) and brought to the model's grid by the bundle's own AreaSpacing transform, so
 the network sees what inference feeds it. Patches are drawn around nodules, around hard negatives
 (vessel forks, airway walls, the pleura next to ribs) and anywhere; nodules on the pleura or on a vessel
-are drawn twice as often as isolated ones, and more are planted against hard negatives as patches are
-drawn (attached nodules are the hard ones and the phantoms hold few). Patches are augmented beyond the rendered ranges (kernel,
-noise, intensity, contrast, nodule density). The target is the fraction of each voxel inside a nodule.
+are drawn twice as often as isolated ones, and `--planted-share` plants more against hard negatives as
+patches are drawn (off by default). Patches are augmented beyond the rendered ranges (kernel, noise,
+intensity, contrast, nodule density). The target is the fraction of each voxel inside a nodule.
 `--pool-cache DIR` keeps the rendered phantoms (most of a run's time) for the next run.
 """
 
@@ -41,7 +41,7 @@ from monai.transforms import (
 )
 
 from triage.training import bundle_files
-from triage.training.phantom import TRAINING, Phantom, random_phantom
+from triage.training.phantom import TRAINING, Nodule, Phantom, random_phantom
 from triage.training.render import Grid, Scan, nodule_fraction, render
 from triage.transforms import AreaSpacing
 
@@ -152,7 +152,7 @@ def model_grid_sample(seed: int, ranges: ScanRanges = ScanRanges()) -> dict[str,
 
     return {
         "image": scale(resampled.as_tensor()[0].numpy()).astype(np.float16),
-        "target": nodule_fraction(phantom, model_grid).astype(np.float16),
+        "target": nodule_fraction(phantom.nodules, model_grid).astype(np.float16),
         "nodules": index(
             n.center_lps for n in phantom.nodules for _ in range(1 if n.kind == "isolated" else 2)
         ),
@@ -217,7 +217,6 @@ def sample_batch(
         item = pool[int(rng.integers(len(pool)))]
         image, target = item["image"], item["target"]
         kind = draws.of(rng.random())
-        planted = kind == "planted"
         points = item["nodules"] if kind == "nodules" else item["negatives"] if kind != "anywhere" else []
         point = np.asarray(points[int(rng.integers(len(points)))]) if points else None
         if point is not None:
@@ -227,7 +226,7 @@ def sample_batch(
             start = np.asarray([int(rng.integers(0, max(n - p, 0) + 1)) for n in image.shape])
         region = tuple(slice(int(a), int(a) + p) for a in start)
         x, y = _pad(image[region].astype(np.float32), p), _pad(target[region].astype(np.float32), p)
-        if planted and point is not None:
+        if kind == "planted" and point is not None:
             x, y = plant_nodule(x, y, point - start, rng)
         for axis in range(3):
             if rng.random() < 0.5:
@@ -259,7 +258,9 @@ def plant_nodule(
     stretch = rng.uniform(0.85, 1.15, 3)
     semi = radius * stretch / np.prod(stretch) ** (1 / 3)
     centre = np.asarray(point, float) + _lung_side(image, point, rng) * radius * rng.uniform(0.3, 1.0)
-    fraction = _ellipsoid_fraction(image.shape, centre, semi)
+    # In voxel units: a grid of 1 "mm" voxels over the patch.
+    patch = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), image.shape)  # type: ignore[arg-type]
+    fraction = nodule_fraction([Nodule(_point(centre), _point(semi), 0.0)], patch)
     if not fraction.any():
         return image, target
     hu = rng.uniform(*TRAINING.nodule_hu)
@@ -268,6 +269,10 @@ def plant_nodule(
     )[0, 0].numpy()
     planted = image + fraction * (float(scale(np.asarray(hu, np.float32))) - local)
     return planted.clip(0, 1).astype(np.float32), np.maximum(target, fraction)
+
+
+def _point(v: np.ndarray) -> tuple[float, float, float]:
+    return (float(v[0]), float(v[1]), float(v[2]))
 
 
 def _lung_side(image: np.ndarray, point: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -286,26 +291,6 @@ def _lung_side(image: np.ndarray, point: np.ndarray, rng: np.random.Generator) -
             return direction / norm
     direction = rng.normal(size=3)
     return direction / np.linalg.norm(direction)
-
-
-def _ellipsoid_fraction(shape: tuple[int, ...], centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
-    """Fraction of each voxel inside an axis-aligned ellipsoid (3 x 3 x 3 subsamples per voxel)."""
-    fraction = np.zeros(shape, np.float32)
-    lo = np.clip(np.floor(centre - semi - 1).astype(int), 0, shape)
-    hi = np.clip(np.ceil(centre + semi + 2).astype(int), 0, shape)
-    if np.any(hi <= lo):
-        return fraction
-    sub = (np.arange(3) - 1) / 3.0
-    axes = [
-        (np.arange(a, b)[:, None] + sub[None, :]).ravel() - c for a, b, c in zip(lo, hi, centre, strict=True)
-    ]
-    x, y, z = np.meshgrid(*(v / s for v, s in zip(axes, semi, strict=True)), indexing="ij")
-    inside = (x**2 + y**2 + z**2 <= 1).astype(np.float32)
-    n = [b - a for a, b in zip(lo, hi, strict=True)]
-    fraction[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = inside.reshape(n[0], 3, n[1], 3, n[2], 3).mean(
-        axis=(1, 3, 5)
-    )
-    return fraction
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:
